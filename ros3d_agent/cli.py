@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("ros3d_agent.doctor", "check this machine: ROS 2, DDS, interfaces, torch/CUDA, open3d, ..."),
     "roundtrip": ("ros3d_agent.commands.roundtrip", "stream images to a second ROS 2 process and check its answers"),
     "demo": ("ros3d_agent.commands.demo", "the README demo: doctor, then a live two-process round trip"),
+    "scenes": ("ros3d_agent.commands.scenes", "generate, import, sample, render BEV, propose boxes, export bags"),
 }
 
 

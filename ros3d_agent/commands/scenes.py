@@ -1,0 +1,40 @@
+"""`ros3d-agent scenes ...`: make, import, inspect and export scenes.
+
+Each sub-subcommand lives in its own module ``ros3d_agent.commands.scenes_<name>`` with
+``add_arguments(parser)`` and ``main(args) -> int``, imported only when listed here.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# name -> (module, help)
+SCENE_COMMANDS: dict[str, tuple[str, str]] = {
+    "generate": ("ros3d_agent.commands.scenes_generate", "render procedural indoor RGB-D scenes (scene-dir layout)"),
+    "annotate": ("ros3d_agent.commands.scenes_annotate", "generate QA / situated QA / referring / captions JSONL"),
+    "import-scannet": ("ros3d_agent.commands.scenes_import_scannet", "convert ScanNet scans into the scene layout"),
+    "import-annotations": ("ros3d_agent.commands.scenes_import_annotations",
+                           "convert ScanQA / SQA3D / ScanRefer / Multi3DRefer / Scan2Cap files to JSONL"),
+    "sample": ("ros3d_agent.commands.scenes_sample", "pick frames: uniform or maximum coverage"),
+    "bev": ("ros3d_agent.commands.scenes_bev", "render a top-down BEV image + hole mask of a scene"),
+    "proposals": ("ros3d_agent.commands.scenes_proposals", "class-agnostic 3D box proposals; recall on scenes"),
+    "to-bag": ("ros3d_agent.commands.scenes_to_bag", "write a scene as a rosbag2 (MCAP) with images, camera_info, TF"),
+}
+
+
+def add_arguments(parser) -> None:
+    sub = parser.add_subparsers(dest="scenes_command", metavar="SCENES_COMMAND", required=True)
+    for name, (module, help_text) in SCENE_COMMANDS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue  # not built yet
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_scenes_module=module)
+        mod.add_arguments(p)
+
+
+def main(args) -> int:
+    return int(importlib.import_module(args._scenes_module).main(args) or 0)
