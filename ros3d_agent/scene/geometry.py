@@ -31,6 +31,7 @@ __all__ = [
     "matrix_to_quaternion",
     "transform_from_translation_quaternion",
     "voxelize",
+    "occupied_voxels",
     "align_depth_to_color",
 ]
 
@@ -89,11 +90,15 @@ def transform_points(T: ArrayLike, points: ArrayLike) -> NDArray[np.floating]:
     pts = np.asarray(points)
     if pts.shape[-1:] != (3,):
         raise ValueError(f"points: expected shape (..., 3), got {pts.shape}")
-    dtype = pts.dtype if np.issubdtype(pts.dtype, np.floating) else np.float64
+    dtype = pts.dtype if np.issubdtype(pts.dtype, np.floating) else np.dtype(np.float64)
     pts = pts.astype(dtype, copy=False)
     R = T[:3, :3].astype(dtype)
-    t = T[:3, 3].astype(dtype)
-    return pts @ R.T + t
+    out = pts @ R.T
+    # Adding t per column: broadcasting a (3,) vector over an (N, 3) array runs numpy's slow
+    # short-inner-loop path (~4x slower than the matmul itself for large clouds).
+    for i in range(3):
+        out[..., i] += dtype.type(T[i, 3])
+    return out
 
 
 def transform_points_torch(T: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -170,23 +175,35 @@ def backproject_depth(
         mask = np.isfinite(d) & (d > 0)
         if max_depth is not None:
             mask &= d <= max_depth
-    rows, cols = np.nonzero(mask)
-    z = d[rows, cols].astype(dtype, copy=False)
+    dt = np.dtype(dtype)
     fx, s, cx, fy, cy = K[0, 0], K[0, 1], K[0, 2], K[1, 1], K[1, 2]
-    # Per-row / per-column normalised coordinates are computed on the small axes and gathered,
-    # which is much cheaper than doing the affine maths on every pixel.
-    y_n_axis = ((np.arange(d.shape[0]) * stride - cy) / fy).astype(dtype)
-    y_n = y_n_axis[rows]
-    x_n_axis = ((np.arange(d.shape[1]) * stride - cx) / fx).astype(dtype)
-    x_n = x_n_axis[cols]
-    if s != 0:
-        x_n = x_n - np.dtype(dtype).type(s / fx) * y_n
-    points = np.empty((z.shape[0], 3), dtype=dtype)
-    np.multiply(x_n, z, out=points[:, 0])
-    np.multiply(y_n, z, out=points[:, 1])
-    points[:, 2] = z
-    if T_world_cam is not None:
-        points = transform_points(T_world_cam, points)
+    if T_world_cam is None:
+        R, t = np.eye(3), np.zeros(3)
+    else:
+        T = _check_T(T_world_cam, "T_world_cam")
+        R, t = T[:3, :3], T[:3, 3]
+    # The ray through pixel (u, v) is (x0(u) - (s/fx) y0(v), y0(v), 1) in the camera, so each world
+    # component of the ray is separable, a_i(u) + b_i(v): it is built from the two small axes, one
+    # component at a time on contiguous images (numpy's loops are slow on a 3-wide inner axis, and a
+    # BLAS matmul's threads stall on a busy CPU), written into the planes of an (H, W, 3) image and
+    # compacted with ONE boolean selection over 3-float records instead of three.
+    x0 = (np.arange(d.shape[1]) * stride - cx) / fx
+    y0 = (np.arange(d.shape[0]) * stride - cy) / fy
+    a = (x0[:, None] * R[:, 0]).astype(dt)  # (W, 3)
+    b = (y0[:, None] * (R[:, 1] - (s / fx) * R[:, 0]) + R[:, 2]).astype(dt)  # (H, 3)
+    d = d.astype(dt, copy=False)
+    image = np.empty((*d.shape, 3), dtype=dt)
+    ray = np.empty(d.shape, dtype=dt)
+    with np.errstate(invalid="ignore", over="ignore"):  # invalid pixels may hold inf/NaN; they are masked out
+        for i in range(3):
+            if T_world_cam is None and i == 2:
+                image[..., 2] = d
+                continue
+            np.add(a[None, :, i], b[:, None, i], out=ray)
+            ray *= d
+            np.add(ray, dt.type(t[i]), out=image[..., i])
+    records = image.view(np.dtype((np.void, 3 * dt.itemsize))).reshape(d.shape)
+    points = records[mask].view(dt).reshape(-1, 3)
     return points, mask
 
 
@@ -255,7 +272,7 @@ def voxelize(
     """Integer voxel index of every point, optionally with the set of occupied voxels.
 
     Args:
-        points: (N, 3).
+        points: (N, 3), finite (NaN/inf raise ``ValueError``).
         voxel_size: edge length in metres.
         bounds: optional ``[[xmin, ymin, zmin], [xmax, ymax, zmax]]``. Indices are then relative to
             the minimum corner and clamped into ``[0, n_axis - 1]``, so points outside the region land
@@ -264,7 +281,35 @@ def voxelize(
         return_unique: also return the occupied voxels (M, 3), sorted lexicographically.
 
     Returns:
-        ``indices`` (N, 3) int64, or ``(indices, unique)`` when ``return_unique``.
+        ``indices`` (N, 3) int64, or ``(indices, unique)`` when ``return_unique``. When only the
+        occupied set is wanted, :func:`occupied_voxels` skips building ``indices`` and is faster.
+    """
+    axes, lo, dims = _floor_axes(points, voxel_size, bounds)
+    idx = np.empty((axes[0].shape[0], 3), dtype=np.int64)
+    for i in range(3):
+        idx[:, i] = axes[i]
+    if not return_unique:
+        return idx
+    return idx, _unique_voxels(axes, lo, dims, fallback_rows=idx)
+
+
+def occupied_voxels(points: ArrayLike, voxel_size: float = 0.1, bounds: ArrayLike | None = None) -> NDArray[np.int64]:
+    """The occupied voxels (M, 3) int64, sorted lexicographically; same grid and clamping as :func:`voxelize`.
+
+    This is what mapping needs per keyframe, so it avoids materialising the per-point (N, 3) indices.
+    """
+    axes, lo, dims = _floor_axes(points, voxel_size, bounds)
+    return _unique_voxels(axes, lo, dims)
+
+
+def _floor_axes(
+    points: ArrayLike, voxel_size: float, bounds: ArrayLike | None
+) -> tuple[list[NDArray[np.integer]], NDArray[np.int64], NDArray[np.int64]]:
+    """Per-axis integer voxel coordinates plus the grid origin and extent (in voxels) they lie in.
+
+    Works one axis at a time on contiguous 1-D arrays with a single reused float buffer: (N, 3)
+    arithmetic is slow in numpy (3-wide inner loops), and every fresh multi-megabyte temporary costs
+    page faults that, on small robot CPUs and VMs, take longer than the arithmetic itself.
     """
     if not voxel_size > 0:
         raise ValueError(f"voxel_size must be > 0, got {voxel_size}")
@@ -273,51 +318,83 @@ def voxelize(
         raise ValueError(f"points: expected shape (N, 3), got {pts.shape}")
     if not np.issubdtype(pts.dtype, np.floating):
         pts = pts.astype(np.float64)
+    n = pts.shape[0]
     vs = pts.dtype.type(voxel_size)
-
+    lo_b = None
     if bounds is not None:
         b = np.asarray(bounds, dtype=np.float64)
         if b.shape != (2, 3) or not np.all(b[1] > b[0]):
             raise ValueError(f"bounds: expected [[min xyz], [max xyz]] with max > min, got {b.tolist()}")
-        lo = b[0]
-        dims = np.maximum(np.ceil((b[1] - lo) / voxel_size - 1e-9).astype(np.int64), 1)
-        idx = np.floor((pts - lo.astype(pts.dtype)) / vs).astype(np.int64)
-        np.clip(idx, 0, dims - 1, out=idx)
-        if not return_unique:
-            return idx
-        return idx, _unique_voxels(idx, np.zeros(3, np.int64), dims)
+        lo_b = b[0]
+        dims = np.maximum(np.ceil((b[1] - b[0]) / voxel_size - 1e-9).astype(np.int64), 1)
+    if n == 0:
+        empty = np.empty(0, np.int64)
+        return [empty, empty, empty], np.zeros(3, np.int64), (dims if bounds is not None else np.zeros(3, np.int64))
 
-    idx = np.floor(pts / vs).astype(np.int64)
-    if not return_unique:
-        return idx
-    if idx.shape[0] == 0:
-        return idx, np.empty((0, 3), np.int64)
-    lo_i = idx.min(axis=0)
-    dims = idx.max(axis=0) - lo_i + 1
-    return idx, _unique_voxels(idx, lo_i, dims)
+    buf = np.empty(n, dtype=pts.dtype)
+    axes: list[NDArray[np.integer]] = []
+    lo = np.zeros(3, np.int64)
+    hi = np.zeros(3, np.int64)
+    for i in range(3):
+        if lo_b is not None:
+            np.subtract(pts[:, i], pts.dtype.type(lo_b[i]), out=buf)
+            buf /= vs
+        else:
+            np.divide(pts[:, i], vs, out=buf)  # one pass: strided read, contiguous write
+        np.floor(buf, out=buf)
+        fmin, fmax = buf.min(), buf.max()  # NaN propagates and inf shows, so this doubles as the finiteness check
+        if not (np.isfinite(fmin) and np.isfinite(fmax)):
+            raise ValueError("points: contain NaN or inf")
+        if lo_b is not None:
+            np.clip(buf, 0, dims[i] - 1, out=buf)
+            fmin, fmax = min(max(fmin, 0), dims[i] - 1), min(max(fmax, 0), dims[i] - 1)
+        small = max(abs(fmin), abs(fmax)) < 2**31 - 1
+        axes.append(buf.astype(np.int32 if small else np.int64))
+        lo[i], hi[i] = int(fmin), int(fmax)
+    if lo_b is not None:
+        return axes, np.zeros(3, np.int64), dims
+    return axes, lo, hi - lo + 1
 
 
-def _unique_voxels(idx: NDArray[np.int64], lo: NDArray[np.int64], dims: NDArray[np.int64]) -> NDArray[np.int64]:
-    """Unique rows of ``idx`` via a linear key: a dense bitmap when the grid is small, else a 1-D sort.
+def _unique_voxels(
+    axes: list[NDArray[np.integer]],
+    lo: NDArray[np.int64],
+    dims: NDArray[np.int64],
+    fallback_rows: NDArray[np.int64] | None = None,
+) -> NDArray[np.int64]:
+    """Unique voxels via a linear key: a dense bitmap when the grid is small, else a 1-D sort.
 
     ``np.unique(axis=0)`` sorts structured rows and is an order of magnitude slower; a C-order
-    linear key sorts identically to lexicographic (x, y, z).
+    linear key sorts identically to lexicographic (x, y, z). ``axes`` may be modified in place.
     """
-    if idx.shape[0] == 0:
+    if axes[0].shape[0] == 0:
         return np.empty((0, 3), np.int64)
     nx, ny, nz = (int(v) for v in dims)
-    n_cells = nx * ny * nz  # Python ints: exact, so the overflow check below is sound
+    n_cells = nx * ny * nz  # Python ints: exact, so the overflow checks below are sound
     if n_cells >= 1 << 62:
         # A linear key would overflow int64 (points kilometres apart at fine resolution).
-        return np.unique(idx, axis=0)
-    rel = idx - lo
-    keys = (rel[:, 0] * ny + rel[:, 1]) * nz + rel[:, 2]
+        rows = fallback_rows if fallback_rows is not None else np.stack(axes, axis=1).astype(np.int64)
+        return np.unique(rows, axis=0)
+    key_t = np.int32 if n_cells < 2**31 and all(a.dtype == np.int32 for a in axes) else np.int64
+    # Subtract the origin from each axis before combining, so no partial sum leaves [0, n_cells).
+    keys = np.subtract(axes[0], lo[0], dtype=key_t)
+    keys *= key_t(ny)
+    keys += np.subtract(axes[1], lo[1], dtype=key_t)
+    keys *= key_t(nz)
+    keys += np.subtract(axes[2], lo[2], dtype=key_t)
+    # Neighbouring pixels mostly fall in the same voxel, so dropping repeats of the previous key
+    # first shrinks the scatter/sort below by an order of magnitude for back-projected frames.
+    if keys.shape[0] > 1:
+        keep = np.empty(keys.shape[0], dtype=np.bool_)
+        keep[0] = True
+        np.not_equal(keys[1:], keys[:-1], out=keep[1:])
+        keys = keys[keep]
     if n_cells <= _DENSE_GRID_MAX_CELLS:
         occ = np.zeros(n_cells, dtype=np.bool_)
         occ[keys] = True
         ukeys = np.flatnonzero(occ)
     else:
-        ukeys = np.unique(keys)
+        ukeys = np.unique(keys).astype(np.int64)
     out = np.empty((ukeys.shape[0], 3), dtype=np.int64)
     out[:, 0], rem = np.divmod(ukeys, ny * nz)
     out[:, 1], out[:, 2] = np.divmod(rem, nz)

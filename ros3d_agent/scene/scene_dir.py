@@ -276,7 +276,8 @@ class SceneDir:
         the colour intrinsics (no differing ``depth_intrinsic.txt``) and ``frame.K`` must match
         ``intrinsic.txt``; otherwise reading back would misplace every point, so this raises instead.
         Depth beyond the uint16 range (65.535 m at scale 1000) is written as 0 (invalid) rather than
-        saturated, which would invent a wall at the range limit.
+        saturated, which would invent a wall at the range limit. ``frame.stamp`` is not stored (the
+        layout has no place for it); reading derives it from the frame number.
         """
         fid = _normalise_frame_id(frame_id)
         if not np.allclose(frame.K, self.K_color, rtol=1e-9, atol=1e-9):

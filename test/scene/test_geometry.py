@@ -15,6 +15,7 @@ from ros3d_agent.scene import (
     invert_transform,
     make_transform,
     matrix_to_quaternion,
+    occupied_voxels,
     quaternion_to_matrix,
     transform_from_translation_quaternion,
     transform_points,
@@ -219,11 +220,34 @@ def test_voxelize_unique_matches_numpy_unique(spread):
     pts = np.vstack([pts, pts[:100]])
     idx, occ = voxelize(pts, 0.1, return_unique=True)
     np.testing.assert_array_equal(occ, np.unique(idx, axis=0))
+    np.testing.assert_array_equal(occupied_voxels(pts, 0.1), occ)
+    bounds = [[-spread / 2] * 3, [spread / 2] * 3]
+    idx_b, occ_b = voxelize(pts, 0.1, bounds=bounds, return_unique=True)
+    np.testing.assert_array_equal(occ_b, np.unique(idx_b, axis=0))
+    np.testing.assert_array_equal(occupied_voxels(pts, 0.1, bounds=bounds), occ_b)
+
+
+def test_voxelize_far_from_origin_keeps_exact_keys():
+    # floor indices near 2e9 fit int32 but a careless (x * ny + y) partial sum would overflow it.
+    rng = np.random.default_rng(6)
+    pts = np.array([1.9e8, 1.9e8, 1.9e8]) + rng.uniform(0, 2.0, size=(2000, 3))
+    idx, occ = voxelize(pts, 0.1, return_unique=True)
+    assert idx.min() > 1.8e9
+    np.testing.assert_array_equal(occ, np.unique(idx, axis=0))
+
+
+def test_voxelize_rejects_nonfinite_points():
+    for bounds in (None, [[0, 0, 0], [1, 1, 1]]):
+        with pytest.raises(ValueError, match="NaN"):
+            voxelize(np.array([[0.0, 0.0, 0.0], [np.nan, 0.0, 0.0]]), 0.1, bounds=bounds)
+        with pytest.raises(ValueError, match="NaN"):
+            voxelize(np.array([[0.0, 0.0, np.inf]]), 0.1, bounds=bounds)
 
 
 def test_voxelize_empty():
     idx, occ = voxelize(np.empty((0, 3)), 0.1, return_unique=True)
     assert idx.shape == (0, 3) and occ.shape == (0, 3)
+    assert occupied_voxels(np.empty((0, 3)), 0.1, bounds=[[0, 0, 0], [1, 1, 1]]).shape == (0, 3)
 
 
 # --------------------------------------------------------------------------------------------------
