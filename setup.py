@@ -43,6 +43,7 @@ setup(
         "PyYAML>=6",
         "tqdm>=4.60",
         "safetensors>=0.4",
+        "tokenizers>=0.19",
         "torch>=2.4",
         "transformers>=4.45",
         "diffusers>=0.30",

@@ -20,7 +20,7 @@ IMPORT_TO_DEPEND = {
     "numpy": "python3-numpy", "scipy": "python3-scipy", "cv2": "python3-opencv", "yaml": "python3-yaml",
     "PIL": "python3-pil", "tqdm": "python3-tqdm", "matplotlib": "python3-matplotlib",
     "torch": "python3-pytorch-pip", "transformers": "python3-transformers-pip", "diffusers": "python3-diffusers-pip",
-    "accelerate": "python3-accelerate-pip", "peft": "python3-peft-pip", "safetensors": "python3-safetensors-pip",
+    "accelerate": "python3-accelerate-pip", "peft": "python3-peft-pip", "safetensors": "python3-safetensors-pip", "tokenizers": "python3-tokenizers-pip",
     "open3d": "python3-open3d-pip", "rosbags": "python3-rosbags-pip", "transforms3d": "python3-transforms3d",
 }
 OWN = {"ros3d_agent", "training"}
