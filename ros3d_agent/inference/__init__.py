@@ -1,0 +1,1 @@
+"""The inference engine used by the ROS node, evaluation and replay (no rclpy here)."""
