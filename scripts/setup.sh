@@ -131,26 +131,38 @@ if [ "$ROS_SOURCE" = wheels ]; then
 else
   PREFIX_PATH="$VENV:${AMENT_PREFIX_PATH:-/opt/ros/$ROS_DISTRO}"
 fi
-IFACE_HASH="$(sha_of "$ROOT"/msg/*.msg "$ROOT"/srv/*.srv "$ROOT"/action/*.action \
-               "$ROOT"/interfaces/ros3d_agent_interfaces/CMakeLists.txt "$ROOT"/interfaces/ros3d_agent_interfaces/package.xml)-$PYV-$ROS_SOURCE"
-if [ "$(cat "$STAMPS/interfaces" 2>/dev/null)" = "$IFACE_HASH" ] && \
-   "$VENV/bin/python" -c 'import ros3d_agent_interfaces.msg, ros3d_agent_interfaces.srv, ros3d_agent_interfaces.action' 2>/dev/null; then
-  log "ROS interfaces unchanged: skipped"
-else
-  log "building ROS interfaces (msg/ srv/ action/) with CMake + rosidl into $VENV"
-  BUILD="$ROOT/build/ros3d_agent_interfaces"
-  mkdir -p "$ROOT/build"
-  rm -rf "$BUILD"
-  GEN=(); command -v ninja >/dev/null && GEN=(-G Ninja)
-  cmake -S "$ROOT/interfaces/ros3d_agent_interfaces" -B "$BUILD" "${GEN[@]}" -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release \
+# build_interfaces NAME SRC_DIR IMPORT_CHECK FILES...: CMake + rosidl build into the venv prefix,
+# skipped when the hash of FILES is unchanged and the generated Python module imports.
+build_interfaces() {
+  local name="$1" src="$2" check="$3"; shift 3
+  local hash; hash="$(sha_of "$@")-$PYV-$ROS_SOURCE"
+  if [ "$(cat "$STAMPS/interfaces-$name" 2>/dev/null)" = "$hash" ] && "$VENV/bin/python" -c "$check" 2>/dev/null; then
+    log "ROS interfaces $name unchanged: skipped"; return
+  fi
+  log "building ROS interfaces $name with CMake + rosidl into $VENV"
+  local build="$ROOT/build/$name"
+  mkdir -p "$ROOT/build"; rm -rf "$build"
+  local gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
+  cmake -S "$src" -B "$build" "${gen[@]}" -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release \
         -DCMAKE_PREFIX_PATH="$PREFIX_PATH" -DCMAKE_INSTALL_PREFIX="$VENV" -DPython3_EXECUTABLE="$VENV/bin/python" \
-        > "$ROOT/build/interfaces-configure.log" 2>&1 || { cat "$ROOT/build/interfaces-configure.log"; die "interface configure failed"; }
-  cmake --build "$BUILD" -j"$(nproc)" > "$ROOT/build/interfaces-build.log" 2>&1 || { tail -50 "$ROOT/build/interfaces-build.log"; die "interface build failed"; }
-  cmake --install "$BUILD" > /dev/null
-  "$VENV/bin/python" -c 'import ros3d_agent_interfaces.msg, ros3d_agent_interfaces.srv, ros3d_agent_interfaces.action' \
-    || die "the interfaces were built but do not import (see $ROOT/build/interfaces-build.log)"
-  echo "$IFACE_HASH" > "$STAMPS/interfaces"
+        > "$ROOT/build/$name-configure.log" 2>&1 || { cat "$ROOT/build/$name-configure.log"; die "$name: configure failed"; }
+  cmake --build "$build" -j"$(nproc)" > "$ROOT/build/$name-build.log" 2>&1 || { tail -50 "$ROOT/build/$name-build.log"; die "$name: build failed"; }
+  cmake --install "$build" > /dev/null
+  "$VENV/bin/python" -c "$check" || die "$name was built but does not import (see $ROOT/build/$name-build.log)"
+  echo "$hash" > "$STAMPS/interfaces-$name"
+}
+
+# tf2_msgs (TFMessage for /tf, /tf_static) is not among the PyPI wheels; a ROS 2 install has its own.
+TF2_DIR="$ROOT/interfaces/tf2_msgs"
+if [ "$ROS_SOURCE" = wheels ] || ! "$VENV/bin/python" -c 'import tf2_msgs.msg' 2>/dev/null; then
+  build_interfaces tf2_msgs "$TF2_DIR" 'import tf2_msgs.msg' "$TF2_DIR"/msg/*.msg "$TF2_DIR"/CMakeLists.txt "$TF2_DIR"/package.xml
+else
+  log "tf2_msgs: provided by ROS 2 $ROS_DISTRO"
 fi
+IFACE_DIR="$ROOT/interfaces/ros3d_agent_interfaces"
+build_interfaces ros3d_agent_interfaces "$IFACE_DIR" \
+  'import ros3d_agent_interfaces.msg, ros3d_agent_interfaces.srv, ros3d_agent_interfaces.action' \
+  "$ROOT"/msg/*.msg "$ROOT"/srv/*.srv "$ROOT"/action/*.action "$IFACE_DIR"/CMakeLists.txt "$IFACE_DIR"/package.xml
 
 # ---------------------------------------------------------------- the package itself
 PKG_HASH="$(sha_of "$ROOT/setup.py" "$ROOT/setup.cfg" "$ROOT/package.xml")-$PYV"

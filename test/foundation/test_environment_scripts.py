@@ -39,5 +39,6 @@ def test_setup_is_idempotent_and_says_what_it_skips():
     out = subprocess.run(["bash", str(ROOT / "scripts" / "setup.sh")], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Python dependencies unchanged: skipped" in out.stdout
-    assert "ROS interfaces unchanged: skipped" in out.stdout
+    assert "ROS interfaces ros3d_agent_interfaces unchanged: skipped" in out.stdout
+    assert "ROS interfaces tf2_msgs unchanged: skipped" in out.stdout
     assert "ros3d_agent (editable install): unchanged" in out.stdout

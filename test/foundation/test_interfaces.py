@@ -68,3 +68,16 @@ def test_service_and_action_types_have_the_designed_fields():
     assert deserialize_message(serialize_message(fb), AskSceneAction.Feedback) == fb
     result = AskSceneAction.Result(success=True, answer=_answer())
     assert deserialize_message(serialize_message(result), AskSceneAction.Result).answer.text == "on the table"
+
+
+def test_vendored_tf2_msgs_has_the_real_type_hash():
+    """Our TFMessage must hash like upstream's, or /tf from a real robot would not match."""
+    import json
+    import sys
+
+    from rosbags.typesys import Stores, get_typestore
+    from tf2_msgs.msg import TFMessage  # noqa: F401  (built by scripts/setup.sh)
+
+    description = json.loads((Path(sys.prefix) / "share/tf2_msgs/msg/TFMessage.json").read_text())
+    ours = description["type_hashes"][0]["hash_string"]
+    assert ours == get_typestore(Stores.ROS2_KILTED).hash_rihs01("tf2_msgs/msg/TFMessage")
