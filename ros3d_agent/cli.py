@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "roundtrip": ("ros3d_agent.commands.roundtrip", "stream images to a second ROS 2 process and check its answers"),
     "demo": ("ros3d_agent.commands.demo", "the README demo: doctor, then a live two-process round trip"),
     "scenes": ("ros3d_agent.commands.scenes", "generate, import, sample, render BEV, propose boxes, export bags"),
+    "eval": ("ros3d_agent.commands.eval", "score predictions against benchmark annotations"),
 }
 
 
