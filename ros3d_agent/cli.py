@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("ros3d_agent.commands.demo", "the README demo: doctor, then a live two-process round trip"),
     "scenes": ("ros3d_agent.commands.scenes", "generate, import, sample, render BEV, propose boxes, export bags"),
     "eval": ("ros3d_agent.commands.eval", "score predictions against benchmark annotations"),
+    "ask": ("ros3d_agent.commands.ask", "answer one question about a scene directory, offline"),
 }
 
 
