@@ -15,8 +15,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="evaluate at most this many scenes (sorted by name)")
     parser.add_argument("--voxel", type=float, default=None, help="clustering voxel in metres (default: ProposalConfig)")
     parser.add_argument("--max-proposals", type=int, default=None, help="keep at most this many per scene (default 50)")
-    parser.add_argument("--cloud", choices=("auto", "points", "frames"), default="auto",
-                        help="propose on points.ply (auto: when present) or on the frames fused here")
+    parser.add_argument("--cloud", choices=("auto", "points", "frames"), default="frames",
+                        help="frames (default): fuse the scene's frames as the node does with its keyframes; "
+                             "points: the scene's points.ply; auto: points.ply when present")
     parser.add_argument("--fuse-max-depth", type=float, default=None, metavar="M",
                         help="with frames: ignore depth beyond M metres (default: keep all)")
     parser.add_argument("--per-label", action="store_true", help="also print recall per object label")
