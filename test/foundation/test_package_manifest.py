@@ -15,13 +15,13 @@ IMPORT_TO_DEPEND = {
     "rclpy": "rclpy", "std_msgs": "std_msgs", "sensor_msgs": "sensor_msgs", "geometry_msgs": "geometry_msgs",
     "builtin_interfaces": "builtin_interfaces", "visualization_msgs": "visualization_msgs",
     "diagnostic_msgs": "diagnostic_msgs", "lifecycle_msgs": "lifecycle_msgs", "action_msgs": "action_msgs",
-    "rosgraph_msgs": "rosgraph_msgs", "tf2_msgs": "tf2_msgs", "ament_index_python": "ament_index_python",
+    "rosgraph_msgs": "rosgraph_msgs", "tf2_msgs": "tf2_msgs", "rcl_interfaces": "rcl_interfaces", "ament_index_python": "ament_index_python",
     "ros3d_agent_interfaces": "ros3d_agent_interfaces",
     "numpy": "python3-numpy", "scipy": "python3-scipy", "cv2": "python3-opencv", "yaml": "python3-yaml",
     "PIL": "python3-pil", "tqdm": "python3-tqdm", "matplotlib": "python3-matplotlib",
     "torch": "python3-pytorch-pip", "transformers": "python3-transformers-pip", "diffusers": "python3-diffusers-pip",
     "accelerate": "python3-accelerate-pip", "peft": "python3-peft-pip", "safetensors": "python3-safetensors-pip", "tokenizers": "python3-tokenizers-pip",
-    "open3d": "python3-open3d-pip", "rosbags": "python3-rosbags-pip", "transforms3d": "python3-transforms3d",
+    "open3d": "python3-open3d-pip", "rosbags": "python3-rosbags-pip", "transforms3d": "python3-transforms3d", "pycocoevalcap": "python3-pycocoevalcap-pip",
 }
 OWN = {"ros3d_agent", "training"}
 

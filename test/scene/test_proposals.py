@@ -299,7 +299,8 @@ def test_recall_over_scene_dirs_and_cli(tmp_path, capsys):
     assert report.recall(0.25) == pytest.approx((n - 1) / n)
     assert report.per_label(0.25)["ghost"] == (0.0, 1)
 
-    assert cli_main(["scenes", "proposals", "--scenes", str(tmp_path), "--json", "--no-progress"]) == 0
+    assert cli_main(["scenes", "proposals", "--scenes", str(tmp_path), "--cloud", "points", "--json",
+                     "--no-progress"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n_scenes"] == 2 and out["recall"]["0.25"] == pytest.approx((n - 1) / n)
     assert cli_main(["scenes", "proposals", "--scenes", str(tmp_path / "not_a_scene"), "--no-progress"]) == 1
