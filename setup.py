@@ -28,7 +28,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", _files("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", _files("config/*.yaml") + _files("config/*.xml")),
+        (f"share/{PACKAGE}/config", _files("config/*.yaml") + _files("config/*.xml") + _files("config/*.rviz")),
         (f"share/{PACKAGE}/msg", _files("msg/*.msg")),
         (f"share/{PACKAGE}/srv", _files("srv/*.srv")),
         (f"share/{PACKAGE}/action", _files("action/*.action")),
@@ -56,6 +56,7 @@ setup(
         "console_scripts": [
             "ros3d-agent = ros3d_agent.cli:main",
             "ros3d_agent_roundtrip_echo = ros3d_agent.ros.roundtrip:echo_main",
+            "ros3d_agent_node = ros3d_agent.ros.node_main:main",
         ],
     },
     zip_safe=False,

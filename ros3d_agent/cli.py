@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scenes": ("ros3d_agent.commands.scenes", "generate, import, sample, render BEV, propose boxes, export bags"),
     "eval": ("ros3d_agent.commands.eval", "score predictions against benchmark annotations"),
     "ask": ("ros3d_agent.commands.ask", "answer one question about a scene directory, offline"),
+    "run": ("ros3d_agent.commands.run", "run the node: config, model, remaps; configure + activate"),
 }
 
 

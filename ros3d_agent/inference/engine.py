@@ -354,6 +354,11 @@ class SceneEngine:
             gc.collect()
             if self._device.type == "cuda":
                 torch.cuda.empty_cache()
+                # cuBLAS keeps one workspace per thread that ran a matmul (~33 MB each on an H100); the
+                # node's deactivate must hand the GPU back entirely, so drop them too when torch allows.
+                clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+                if clear_workspaces is not None:
+                    clear_workspaces()
             self._info["released"] = True
 
     # -- encoding ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ IMPORT_TO_DEPEND = {
     "PIL": "python3-pil", "tqdm": "python3-tqdm", "matplotlib": "python3-matplotlib",
     "torch": "python3-pytorch-pip", "transformers": "python3-transformers-pip", "diffusers": "python3-diffusers-pip",
     "accelerate": "python3-accelerate-pip", "peft": "python3-peft-pip", "safetensors": "python3-safetensors-pip", "tokenizers": "python3-tokenizers-pip",
-    "open3d": "python3-open3d-pip", "rosbags": "python3-rosbags-pip", "transforms3d": "python3-transforms3d", "pycocoevalcap": "python3-pycocoevalcap-pip",
+    "open3d": "python3-open3d-pip", "rosbags": "python3-rosbags-pip", "transforms3d": "python3-transforms3d", "pycocoevalcap": "python3-pycocoevalcap-pip", "mcap": "python3-mcap-pip",
 }
 OWN = {"ros3d_agent", "training"}
 
