@@ -6,7 +6,7 @@ Each sub-subcommand lives in its own module ``ros3d_agent.commands.eval_<name>``
 
 from __future__ import annotations
 
-import importlib
+from ros3d_agent.commands.registry import add_subcommands, run_subcommand
 
 # name -> (module, help)
 EVAL_COMMANDS: dict[str, tuple[str, str]] = {
@@ -16,18 +16,8 @@ EVAL_COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def add_arguments(parser) -> None:
-    sub = parser.add_subparsers(dest="eval_command", metavar="EVAL_COMMAND", required=True)
-    for name, (module, help_text) in EVAL_COMMANDS.items():
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue  # not built yet
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(_eval_module=module)
-        mod.add_arguments(p)
+    add_subcommands(parser, EVAL_COMMANDS, "eval_command")
 
 
 def main(args) -> int:
-    return int(importlib.import_module(args._eval_module).main(args) or 0)
+    return run_subcommand(args, "eval_command")

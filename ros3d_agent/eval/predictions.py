@@ -16,6 +16,8 @@ otherwise score as a missing answer.
 
 from __future__ import annotations
 
+from ros3d_agent.utils.jsonl import iter_jsonl
+
 import json
 import math
 import os
@@ -128,30 +130,8 @@ def read_predictions(path: str | os.PathLike[str]) -> dict[str, Prediction]:
         PredictionError: the file cannot be read, a line is not valid JSON or not a valid
             prediction, or an id appears twice (it would be scored twice or silently overwritten).
     """
-    p = Path(path)
-    out: dict[str, Prediction] = {}
-    lines_of: dict[str, int] = {}
-    try:
-        fh = p.open("r", encoding="utf-8")
-    except OSError as exc:
-        raise PredictionError(f"{p}: cannot open predictions file ({exc.strerror or exc})") from exc
-    with fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise PredictionError(f"{p}:{lineno}: not valid JSON ({exc.msg})") from None
-            try:
-                pred = Prediction.from_dict(data)
-            except PredictionError as exc:
-                raise PredictionError(f"{p}:{lineno}: {exc}") from None
-            if pred.id in out:
-                raise PredictionError(f"{p}:{lineno}: duplicate id {pred.id!r} (first on line {lines_of[pred.id]})")
-            out[pred.id] = pred
-            lines_of[pred.id] = lineno
-    return out
+    records = iter_jsonl(path, Prediction.from_dict, PredictionError, what="predictions file")
+    return {pred.id: pred for pred in records}
 
 
 def write_predictions(path: str | os.PathLike[str], predictions: Iterable[Prediction | Mapping[str, Any]]) -> int:

@@ -21,6 +21,8 @@ eval break scores down by question type without parsing question text.
 
 from __future__ import annotations
 
+from ros3d_agent.utils.jsonl import iter_jsonl
+
 import json
 import math
 import os
@@ -242,28 +244,7 @@ def iter_annotations(path: str | os.PathLike[str]) -> Iterator[AnnotationRecord]
     Duplicate ids are reported too: ids key predictions to samples, so a duplicate would silently
     score one sample twice.
     """
-    p = Path(path)
-    seen: dict[str, int] = {}
-    try:
-        fh = p.open("r", encoding="utf-8")
-    except OSError as exc:
-        raise AnnotationError(f"{p}: cannot open ({exc.strerror or exc})") from exc
-    with fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise AnnotationError(f"{p}:{lineno}: not valid JSON ({exc.msg})") from None
-            try:
-                rec = AnnotationRecord.from_dict(data)
-            except AnnotationError as exc:
-                raise AnnotationError(f"{p}:{lineno}: {exc}") from None
-            if rec.id in seen:
-                raise AnnotationError(f"{p}:{lineno}: duplicate id {rec.id!r} (first on line {seen[rec.id]})")
-            seen[rec.id] = lineno
-            yield rec
+    yield from iter_jsonl(path, AnnotationRecord.from_dict, AnnotationError)
 
 
 def read_annotations(path: str | os.PathLike[str]) -> list[AnnotationRecord]:

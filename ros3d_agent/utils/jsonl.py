@@ -1,0 +1,43 @@
+"""Line-by-line JSONL reading with errors that name ``file:line``.
+
+Annotations, predictions and replay questions are all JSONL keyed by an ``id``: one reader makes
+them fail the same way on a bad line, and refuse duplicate ids (a duplicate would silently score
+one sample twice).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+def iter_jsonl(path: str | os.PathLike[str], parse: Callable[[dict[str, Any]], T], error: type[Exception],
+               *, key: Callable[[T], str] = lambda record: record.id, what: str = "") -> Iterator[T]:
+    """Yield ``parse(obj)`` for every non-blank line; ``error`` (raised by ``parse`` too) gets ``file:line``."""
+    p = Path(path)
+    seen: dict[str, int] = {}
+    try:
+        fh = p.open("r", encoding="utf-8")
+    except OSError as exc:
+        raise error(f"{p}: cannot open{' ' + what if what else ''} ({exc.strerror or exc})") from exc
+    with fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise error(f"{p}:{lineno}: not valid JSON ({exc.msg})") from None
+            try:
+                record = parse(data)
+            except error as exc:
+                raise error(f"{p}:{lineno}: {exc}") from None
+            record_id = key(record)
+            if record_id in seen:
+                raise error(f"{p}:{lineno}: duplicate id {record_id!r} (first on line {seen[record_id]})")
+            seen[record_id] = lineno
+            yield record
