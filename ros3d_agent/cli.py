@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("ros3d_agent.commands.eval", "score predictions against benchmark annotations"),
     "ask": ("ros3d_agent.commands.ask", "answer one question about a scene directory, offline"),
     "run": ("ros3d_agent.commands.run", "run the node: config, model, remaps; configure + activate"),
+    "train": ("ros3d_agent.commands.train", "train the model (training/ configs; accelerate for multi-GPU)"),
 }
 
 

@@ -12,6 +12,8 @@ from ros3d_agent.commands.registry import add_subcommands, run_subcommand
 EVAL_COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("ros3d_agent.commands.eval_score",
               "score a predictions JSONL against annotation JSONL (ScanQA, SQA3D, ScanRefer, Multi3DRefer, Scan2Cap)"),
+    "run": ("ros3d_agent.commands.eval_run",
+            "run a checkpoint over an annotation split, write predictions, score them"),
 }
 
 
