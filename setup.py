@@ -50,6 +50,7 @@ setup(
         "accelerate>=1.0",
         "peft>=0.12",
         "rosbags>=0.10",
+        "mcap>=1.1",
     ],
     extras_require={"test": ["pytest>=8", "pytest-timeout"]},
     entry_points={

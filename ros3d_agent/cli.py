@@ -17,12 +17,15 @@ from ros3d_agent import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("ros3d_agent.doctor", "check this machine: ROS 2, DDS, interfaces, torch/CUDA, open3d, ..."),
     "roundtrip": ("ros3d_agent.commands.roundtrip", "stream images to a second ROS 2 process and check its answers"),
-    "demo": ("ros3d_agent.commands.demo", "the README demo: doctor, then a live two-process round trip"),
+    "demo": ("ros3d_agent.commands.demo_replay",
+             "the README demo: doctor, then a bag replayed into the live node with grounded questions"),
     "scenes": ("ros3d_agent.commands.scenes", "generate, import, sample, render BEV, propose boxes, export bags"),
     "eval": ("ros3d_agent.commands.eval", "score predictions against benchmark annotations"),
     "ask": ("ros3d_agent.commands.ask", "answer one question about a scene directory, offline"),
     "run": ("ros3d_agent.commands.run", "run the node: config, model, remaps; configure + activate"),
     "train": ("ros3d_agent.commands.train", "train the model (training/ configs; accelerate for multi-GPU)"),
+    "replay": ("ros3d_agent.commands.replay",
+               "evaluate the node on a rosbag: offline (deterministic) or real time (player + node + action)"),
 }
 
 

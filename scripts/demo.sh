@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The README's main command after set-up: the environment check, then a live round trip of
-# sensor images and our answer message between two ROS 2 processes.
+# The README's main command after set-up: the environment check, then a synthetic robot's rosbag
+# replayed in real time into the live node, with grounded questions answered and scored.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck disable=SC1091

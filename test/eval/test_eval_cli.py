@@ -145,11 +145,11 @@ def test_bad_file_exits_2_with_nothing_on_stdout(tmp_path, files):
     assert "nope.jsonl" in out.stderr and "cannot open" in out.stderr
 
 
-def test_only_score_is_listed():
+def test_score_and_run_are_listed():
     p = argparse.ArgumentParser()
     eval_cmd.add_arguments(p)
     sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
-    assert list(sub.choices) == ["score"]
+    assert list(sub.choices) == ["score", "run"]
 
 
 # -- errors, in-process -----------------------------------------------------------------------------
