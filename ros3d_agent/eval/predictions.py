@@ -16,15 +16,12 @@ otherwise score as a missing answer.
 
 from __future__ import annotations
 
-from ros3d_agent.utils.jsonl import iter_jsonl
+from ros3d_agent.utils.jsonl import iter_jsonl, write_jsonl
 
-import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 __all__ = ["PredictionError", "Prediction", "read_predictions", "write_predictions", "PREDICTION_KEYS"]
@@ -139,22 +136,7 @@ def write_predictions(path: str | os.PathLike[str], predictions: Iterable[Predic
 
     Plain dicts are validated through :meth:`Prediction.from_dict`. Duplicate ids are refused.
     """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    seen: set[str] = set()
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    n = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for item in predictions:
-                pred = item if isinstance(item, Prediction) else Prediction.from_dict(item)
-                if pred.id in seen:
-                    raise PredictionError(f"{p}: duplicate id {pred.id!r}")
-                seen.add(pred.id)
-                fh.write(json.dumps(pred.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n")
-                n += 1
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return n
+    def parse(item) -> Prediction:
+        return item if isinstance(item, Prediction) else Prediction.from_dict(item)
+
+    return write_jsonl(path, predictions, parse, PredictionError)

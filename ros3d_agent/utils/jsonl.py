@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -41,3 +42,31 @@ def iter_jsonl(path: str | os.PathLike[str], parse: Callable[[dict[str, Any]], T
                 raise error(f"{p}:{lineno}: duplicate id {record_id!r} (first on line {seen[record_id]})")
             seen[record_id] = lineno
             yield record
+
+
+def write_jsonl(path: str | os.PathLike[str], items: Iterable[Any], parse: Callable[[Any], T],
+                error: type[Exception], *, key: Callable[[T], str] = lambda record: record.id) -> int:
+    """Write ``parse(item).to_dict()`` per line, atomically (a reader never sees half a file); returns the count.
+
+    ``parse`` validates plain dicts and passes records through; duplicate ids raise ``error``.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    seen: set[str] = set()
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    n = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for item in items:
+                record = parse(item)
+                record_id = key(record)
+                if record_id in seen:
+                    raise error(f"{p}: duplicate id {record_id!r}")
+                seen.add(record_id)
+                fh.write(json.dumps(record.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n")
+                n += 1
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return n

@@ -21,15 +21,12 @@ eval break scores down by question type without parsing question text.
 
 from __future__ import annotations
 
-from ros3d_agent.utils.jsonl import iter_jsonl
+from ros3d_agent.utils.jsonl import iter_jsonl, write_jsonl
 
-import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -257,23 +254,8 @@ def write_annotations(path: str | os.PathLike[str], records: Iterable[Annotation
 
     Plain dicts are validated through :meth:`AnnotationRecord.from_dict` first. Duplicate ids are refused.
     """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    seen: set[str] = set()
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    n = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for r in records:
-                rec = r if isinstance(r, AnnotationRecord) else AnnotationRecord.from_dict(r)
-                if rec.id in seen:
-                    raise AnnotationError(f"{p}: duplicate id {rec.id!r}")
-                seen.add(rec.id)
-                fh.write(json.dumps(rec.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n")
-                n += 1
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return n
+    def parse(item) -> AnnotationRecord:
+        return item if isinstance(item, AnnotationRecord) else AnnotationRecord.from_dict(item)
+
+    return write_jsonl(path, records, parse, AnnotationError)
 
