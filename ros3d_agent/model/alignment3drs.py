@@ -27,32 +27,22 @@ __all__ = ["Alignment3DRSConfig", "Alignment3DRSHead"]
 
 @dataclass
 class Alignment3DRSConfig:
-    """Size of the 3DRS projector and weight of its loss.
+    """Size of the 3DRS projector. Its loss weight is ``Ros3DModelConfig.loss_weights["align3drs"]``.
 
     Attributes:
         teacher_dim: channels of the teacher's feature map (VGGT-1B last aggregator layer: 2048;
             DINOv2-L: 1024).
         hidden_multiplier: the projector's hidden width is ``hidden_multiplier × D``.
-        weight: the weight of this term in the total loss. The head returns the raw loss (so the logged
-            value is the real ``2 − 2·cos``) and the model's loss composer applies the weight once;
-            :meth:`loss_weights` hands it over under the term's name.
     """
 
     teacher_dim: int = 2048
     hidden_multiplier: int = 2
-    weight: float = 1.0
 
     def __post_init__(self) -> None:
         if int(self.teacher_dim) < 1:
             raise ValueError(f"teacher_dim must be >= 1, got {self.teacher_dim}")
         if int(self.hidden_multiplier) < 1:
             raise ValueError(f"hidden_multiplier must be >= 1, got {self.hidden_multiplier}")
-        if self.weight < 0:
-            raise ValueError(f"weight must be >= 0, got {self.weight}")
-
-    def loss_weights(self) -> dict[str, float]:
-        """``{"align3drs": weight}`` (the key the model's loss composer uses)."""
-        return {"align3drs": float(self.weight)}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

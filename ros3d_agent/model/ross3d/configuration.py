@@ -55,10 +55,9 @@ class Ross3DConfig:
         num_train_timesteps / beta_schedule / prediction_type: the diffusion the default scheduler
             (diffusers ``DDPMScheduler``) is built with; a different scheduler can be passed to the
             head instead.
-        view_loss_weight / bev_loss_weight: the weights these terms should get in the total loss.
-            The head returns raw (unweighted) terms so the logged value is the real MSE and the
-            weighting happens once, where the model composes its losses; :meth:`loss_weights`
-            hands them over under the terms' names.
+
+    Loss weights are not here: the head returns raw (unweighted) terms so the logged value is the real
+    MSE, and ``Ros3DModelConfig.loss_weights`` ("ross3d_view", "ross3d_bev") weights them once.
     """
 
     cross_view: bool = True
@@ -79,8 +78,6 @@ class Ross3DConfig:
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: str = "epsilon"
-    view_loss_weight: float = 1.0
-    bev_loss_weight: float = 1.0
 
     def __post_init__(self) -> None:
         self.view_latent_hw = _hw(self.view_latent_hw, "view_latent_hw")
@@ -103,8 +100,6 @@ class Ross3DConfig:
             raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
-        if self.view_loss_weight < 0 or self.bev_loss_weight < 0:
-            raise ValueError("loss weights must be >= 0")
 
     @property
     def latent_channels(self) -> int:
@@ -114,15 +109,6 @@ class Ross3DConfig:
     @property
     def enabled(self) -> bool:
         return self.cross_view or self.bev
-
-    def loss_weights(self) -> dict[str, float]:
-        """``{"ross3d_view": w, "ross3d_bev": w}`` for the enabled terms (weights of the loss composer)."""
-        out = {}
-        if self.cross_view:
-            out["ross3d_view"] = float(self.view_loss_weight)
-        if self.bev:
-            out["ross3d_bev"] = float(self.bev_loss_weight)
-        return out
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
