@@ -15,6 +15,8 @@ Relative paths are taken relative to the working directory the run is started fr
 
 from __future__ import annotations
 
+from ros3d_agent.utils.jsonable import jsonable
+
 import copy
 import dataclasses
 import types
@@ -507,18 +509,12 @@ class TrainConfig:
             raise TrainConfigError("Ross3D cross-view reconstruction needs data.num_views >= 2 (one masked, one kept)")
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(dataclasses.asdict(self))
+        return jsonable(dataclasses.asdict(self))
 
 
 # ------------------------------------------------------------------------------------------------
 # generic dict -> dataclass with type checks
 # ------------------------------------------------------------------------------------------------
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _type_name(tp: Any) -> str:

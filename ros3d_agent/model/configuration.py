@@ -12,6 +12,8 @@ here with a message naming the fields, not deep inside a matmul.
 
 from __future__ import annotations
 
+from ros3d_agent.utils.jsonable import jsonable
+
 import dataclasses
 import re
 from dataclasses import dataclass, field
@@ -272,15 +274,7 @@ def _config_from_dict(cls: type, data: Any, where: str) -> Any:
 def _config_to_dict(obj: Any) -> dict[str, Any]:
     to_dict = getattr(obj, "to_dict", None)
     data = to_dict() if callable(to_dict) else dataclasses.asdict(obj)
-    return _jsonable(data)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
+    return jsonable(data)
 
 
 @dataclass
