@@ -61,6 +61,32 @@ def _parse_own_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]
     return own, argv[cut:]
 
 
+def _spin_until_shutdown(executor: Any, context: Any, logger: Any) -> None:
+    """``executor.spin()`` that survives an entity destroyed while the executor waits on it.
+
+    A lifecycle transition (deactivate, cleanup) destroys subscriptions and QoS event handlers from
+    another thread; if the executor is in the middle of building its wait set, rclpy raises
+    ``InvalidHandle`` there and ``spin()`` would end the executor thread for good. The destroyed
+    entity is gone by the next iteration, so one lost iteration is all it costs.
+    """
+    from rclpy._rclpy_pybind11 import InvalidHandle
+    from rclpy.executors import ExternalShutdownException
+
+    while context.ok():
+        try:
+            executor.spin_once(timeout_sec=0.2)
+        except InvalidHandle as exc:
+            logger.debug(f"executor: skipped an iteration over a destroyed entity ({exc})")
+        except (ExternalShutdownException, KeyboardInterrupt):
+            return
+        except RuntimeError as exc:  # rclpy raises RuntimeError once the executor is shut down
+            if "shutdown" in str(exc).lower():
+                return
+            raise
+        if getattr(executor, "_is_shutdown", False):
+            return
+
+
 def run_node(ros_args: Sequence[str], *, autostart: bool, node_name: str = "ros3d_agent", ready_file: str = "",
              stop_event: threading.Event | None = None) -> int:
     """Run the node until ``stop_event`` (or SIGTERM/SIGINT); returns the process exit code.
@@ -93,7 +119,8 @@ def run_node(ros_args: Sequence[str], *, autostart: bool, node_name: str = "ros3
     pkg_logger.setLevel(logging.INFO)
     executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS, context=context)
     executor.add_node(node)
-    spin_thread = threading.Thread(target=executor.spin, name="ros3d-agent-executor", daemon=True)
+    spin_thread = threading.Thread(target=_spin_until_shutdown, args=(executor, context, node.get_logger()),
+                                   name="ros3d-agent-executor", daemon=True)
     spin_thread.start()
     code = 0
 
