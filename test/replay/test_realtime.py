@@ -17,6 +17,11 @@ from ros3d_agent.replay.scenario import ModelChoice, Scenario, TopicMap, run_sce
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 TINY = ["--preset", "tiny", "--allow-random-weights", "--device", "cpu", "--dtype", "float32", "--no-java"]
+# Three processes (player, node, client) plus pytest share CI's 2 cores: TF callbacks can then run more
+# than the default 0.5 s (wall time) late, and frames would be dropped for lateness of the machine, not
+# of the bag. A longer wait keeps these tests about the plumbing.
+TF_WAIT = {"tf.timeout_sec": 3.0}
+TF_WAIT_ARGS = [arg for name, value in TF_WAIT.items() for arg in ("-p", f"{name}:={value}")]
 
 
 def _read_jsonl(path):
@@ -26,7 +31,7 @@ def _read_jsonl(path):
 def test_realtime_replay_answers_every_question(replay_data, tmp_path):
     out = tmp_path / "rt"
     code, text = run_cli(["--mode", "realtime", "--bag", str(replay_data.bag), "--questions", str(replay_data.questions),
-                          "--out", str(out), *TINY])
+                          "--out", str(out), *TINY, *TF_WAIT_ARGS])
     assert code == 0, text + (out / "node.log").read_text()[-3000:] if (out / "node.log").exists() else text
     records = _read_jsonl(out / "results.jsonl")
     assert len(records) == replay_data.n_questions
@@ -59,7 +64,8 @@ def test_realtime_replay_answers_every_question(replay_data, tmp_path):
 def test_realtime_robot_bag_with_remapped_topics_bgr8_and_other_frames(replay_data, tmp_path):
     sc = Scenario(bag=replay_data.robot_bag, questions=replay_data.questions, out=tmp_path / "robot", mode="realtime",
                   model=ModelChoice(preset="tiny", allow_random_weights=True, device="cpu", dtype="float32"),
-                  topics=TopicMap(**ROBOT_TOPICS), fixed_frame=ROBOT_FIXED_FRAME, rate=2.0, java=False)
+                  topics=TopicMap(**ROBOT_TOPICS), fixed_frame=ROBOT_FIXED_FRAME, rate=2.0, java=False,
+                  params=dict(TF_WAIT))
     lines: list[str] = []
     code, summaries = run_scenario(sc, say=lines.append)
     assert code == 0, "\n".join(lines)
@@ -77,7 +83,8 @@ def test_realtime_truncated_bag_reports_it_and_still_answers(replay_data, tmp_pa
     f = mcap_file(bag)
     os.truncate(f, int(f.stat().st_size * 0.75))
     out = tmp_path / "res"
-    code, text = run_cli(["--mode", "realtime", "--bag", str(bag), "--questions", str(replay_data.questions), "--out", str(out), *TINY])
+    code, text = run_cli(["--mode", "realtime", "--bag", str(bag), "--questions", str(replay_data.questions), "--out", str(out),
+                          *TINY, *TF_WAIT_ARGS])
     assert code == 3, text
     assert "truncated or corrupt" in text and "the results so far are in" in text
     summary = json.loads((out / "summary.json").read_text())
