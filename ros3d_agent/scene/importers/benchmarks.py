@@ -266,6 +266,14 @@ class ConvertContext:
 # ---------------------------------------------------------------------------------------------------
 # Records
 # ---------------------------------------------------------------------------------------------------
+def reference_meta(item: dict[str, Any]) -> dict[str, Any]:
+    """The ScanRefer-family fields kept in ``meta``: object name, annotation id, Multi3DRefer eval type."""
+    meta: dict[str, Any] = {"object_name": str(item.get("object_name", "")), "ann_id": str(item["ann_id"])}
+    if "eval_type" in item:
+        meta["eval_type"] = str(item["eval_type"])
+    return meta
+
+
 def make_record(
     *,
     id: str,

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .benchmarks import AnnotationFormatError, ConvertContext, as_object_id, load_json_list, make_record, require_keys
+from .benchmarks import AnnotationFormatError, ConvertContext, as_object_id, load_json_list, make_record, reference_meta, require_keys
 
 __all__ = ["convert", "EVAL_TYPES"]
 
@@ -31,9 +31,6 @@ def convert(inputs: Sequence[Path], ctx: ConvertContext) -> Iterator[dict[str, A
                 raise AnnotationFormatError(f"{path}: {where}: 'object_ids' must be a list, got {item['object_ids']!r}")
             object_ids = [as_object_id(o, path, where) for o in item["object_ids"]]
             scene = item["scene_id"]
-            meta: dict[str, Any] = {"object_name": str(item.get("object_name", "")), "ann_id": str(item["ann_id"])}
-            if "eval_type" in item:
-                meta["eval_type"] = str(item["eval_type"])
             yield make_record(
                 id=f"{scene}|{item['ann_id']}",
                 scene_id=scene,
@@ -42,5 +39,5 @@ def convert(inputs: Sequence[Path], ctx: ConvertContext) -> Iterator[dict[str, A
                 answers=[],
                 object_ids=object_ids,
                 boxes=ctx.scenes.boxes(scene, object_ids, ctx.summary),
-                meta=meta,
+                meta=reference_meta(item),
             )

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .benchmarks import ConvertContext, as_object_id, load_json_list, make_record, require_keys
+from .benchmarks import ConvertContext, as_object_id, load_json_list, make_record, reference_meta, require_keys
 
 __all__ = ["convert", "REQUIRED_KEYS"]
 
@@ -27,9 +27,6 @@ def convert(inputs: Sequence[Path], ctx: ConvertContext) -> Iterator[dict[str, A
             require_keys(item, REQUIRED_KEYS, path, f"item {i}")
             oid = as_object_id(item["object_id"], path, f"item {i}")
             scene = item["scene_id"]
-            meta: dict[str, Any] = {"object_name": str(item.get("object_name", "")), "ann_id": str(item["ann_id"])}
-            if "eval_type" in item:
-                meta["eval_type"] = str(item["eval_type"])
             yield make_record(
                 id=f"{scene}|{oid}|{item['ann_id']}",
                 scene_id=scene,
@@ -38,5 +35,5 @@ def convert(inputs: Sequence[Path], ctx: ConvertContext) -> Iterator[dict[str, A
                 answers=[],
                 object_ids=[oid],
                 boxes=ctx.scenes.boxes(scene, [oid], ctx.summary),
-                meta=meta,
+                meta=reference_meta(item),
             )
