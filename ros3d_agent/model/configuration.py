@@ -289,6 +289,10 @@ class Ros3DModelConfig:
         ross3d: Ross3D reconstruction objectives; ``None`` disables them. Built only for training.
         alignment3drs: 3DRS alignment to a 3D teacher; ``None`` disables it. Built only for training.
         loss_weights: weight per loss term (:data:`LOSS_TERMS`); a term with weight 0 is skipped.
+        visual_input: False gives the text-only ablation: frames still flow through the model (same
+            token count and compute) but their pixels are blanked and their depth marked invalid, so
+            neither appearance nor 3D position reaches the LLM; grounding then sees only the
+            proposals' box-centre codes. Stored in checkpoints so evaluation blinds the same way.
         preset: the preset this config came from (informational).
     """
 
@@ -301,6 +305,7 @@ class Ros3DModelConfig:
     ross3d: Ross3DConfig | None = None
     alignment3drs: Alignment3DRSConfig | None = None
     loss_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOSS_WEIGHTS))
+    visual_input: bool = True
     preset: str | None = None
 
     def __post_init__(self) -> None:
@@ -362,6 +367,7 @@ class Ros3DModelConfig:
             "ross3d": None if self.ross3d is None else _config_to_dict(self.ross3d),
             "alignment3drs": None if self.alignment3drs is None else _config_to_dict(self.alignment3drs),
             "loss_weights": dict(self.loss_weights),
+            "visual_input": self.visual_input,
             "preset": self.preset,
         }
 
@@ -386,6 +392,10 @@ class Ros3DModelConfig:
             kwargs["alignment3drs"] = _config_from_dict(Alignment3DRSConfig, data["alignment3drs"], "alignment3drs")
         if "loss_weights" in data:
             kwargs["loss_weights"] = dict(data["loss_weights"])
+        if "visual_input" in data:
+            if not isinstance(data["visual_input"], bool):
+                raise ConfigError(f"visual_input must be true or false, got {data['visual_input']!r}")
+            kwargs["visual_input"] = data["visual_input"]
         if "preset" in data:
             kwargs["preset"] = data["preset"]
         return cls(**kwargs)

@@ -272,6 +272,9 @@ class Ros3DForConditionalGeneration(nn.Module):
             raise ValueError(f"world_valid: expected shape {(B, V, H, W)}, got {tuple(world_valid.shape)}")
         vcfg, pcfg = self.config.vision, self.config.projector
         tower_dtype = self.vision_tower.embeddings.patch_embedding.weight.dtype
+        if not self.config.visual_input:  # text-only ablation: same shapes, nothing seen
+            pixel_values = torch.zeros_like(pixel_values)
+            world_valid = torch.zeros_like(world_valid)
 
         patches = encode_patches(self.vision_tower, pixel_values.reshape(B * V, 3, H, W).to(tower_dtype), vcfg.patch_size, vcfg.image_size)
         pre_pool = self.mm_projector(patches)  # (B·V, Hp, Wp, D)
