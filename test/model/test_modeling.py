@@ -355,3 +355,25 @@ def test_logits_to_keep_returns_the_last_positions(model, tokenizer) -> None:
     torch.testing.assert_close(last.logits[:, 0], full.logits[:, -1])
     with pytest.raises(ValueError, match="cannot be combined with labels"):
         model(**batch, **views, logits_to_keep=1)
+
+
+def test_text_only_ablation_sees_neither_pixels_nor_geometry() -> None:
+    """visual_input=False: two different scenes give the very same visual tokens and proposal features,
+    while the normal model tells them apart (so the check is not vacuous)."""
+    torch.manual_seed(0)
+    seeing = Ros3DForConditionalGeneration(get_preset("tiny")).eval()
+    blind = Ros3DForConditionalGeneration(get_preset("tiny", visual_input=False)).eval()
+    blind.load_state_dict(seeing.state_dict())
+    a, b = frames(seed=1), frames(seed=2)
+    b["world_xyz"] = b["world_xyz"] + 1.5
+    with torch.no_grad():
+        for m, same in ((seeing, False), (blind, True)):
+            va, vb = m.encode_frames(**a), m.encode_frames(**b)
+            assert torch.equal(va.tokens, vb.tokens) is same
+            assert bool(va.pre_pool_valid.any()) is not same  # blind: no patch has a 3D position
+    from ros3d_agent.model.configuration import ConfigError, Ros3DModelConfig
+
+    cfg = get_preset("tiny", visual_input=False)
+    assert Ros3DModelConfig.from_dict(cfg.to_dict()).visual_input is False
+    with pytest.raises(ConfigError, match="visual_input"):
+        Ros3DModelConfig.from_dict({**cfg.to_dict(), "visual_input": "no"})
