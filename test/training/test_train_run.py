@@ -176,3 +176,25 @@ def test_gradient_accumulation_counts_micro_batches(tmp_path: Path, make_config)
     assert sched["last_epoch"] == 3
     rows = read_metrics(res.run_dir / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3]
+
+
+def test_bundle_demo_writes_a_small_loadable_checkpoint_with_a_card(trained, tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    from ros3d_agent.model import load_checkpoint
+    from training.bundle_demo import main as bundle_main
+
+    out = tmp_path / "models" / "demo_small"
+    assert bundle_main(["--run", str(trained["out"]), "--out", str(out)]) == 0
+    with safe_open(str(out / "model.safetensors"), framework="pt") as f:
+        dtypes = {str(f.get_slice(k).get_dtype()) for k in f.keys()}
+        assert not any(k.startswith("training_heads.") for k in f.keys())
+    assert dtypes == {"F16"}
+    loaded = load_checkpoint(out)
+    assert loaded.tokenizer is not None and loaded.config.preset == "tiny"
+    card = (out / "README.md").read_text()
+    assert f"({STEPS} steps" in card and "random* VAE" in card
+    # over the size limit: a clear error, and the previous bundle is left as it was
+    assert bundle_main(["--run", str(trained["out"]), "--out", str(out), "--max-mb", "0.001"]) == 2
+    assert load_checkpoint(out).tokenizer is not None
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".demo_small.")]
