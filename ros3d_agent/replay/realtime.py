@@ -14,7 +14,7 @@ Three processes over DDS (loopback, the caller's ``ROS_DOMAIN_ID``):
    how long it took (goal sent → result received, wall time) and the node's ``/diagnostics``.
 
 Captions: the action carries no box, and the node describes an object named by its proposal id
-(``#<id>``). The client therefore describes the object it knows from earlier grounding answers
+(sent as ``#<id>`` in the question text, the form offline replay builds too). The client therefore describes the object it knows from earlier grounding answers
 that overlaps the ground-truth box most (Scan2Cap's pairing); when no grounding answer has named
 an object yet, one ``multi_ground`` probe asks for "all objects" first (counted in the summary).
 

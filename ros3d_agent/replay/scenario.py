@@ -22,9 +22,10 @@ Questions are annotation records (``ros3d_agent.scene.annotations.records``: gro
 fixed frame) with an optional ``ask_at``: seconds from the bag's first message at which the
 question is asked (top level or in ``meta``). Without it a question is asked after the last frame.
 
-The node's ``AskScene`` interface has no field for a situation or an object, so the question text
-carries them exactly as the node parses it (:meth:`ReplayQuestion.ask_text`); offline replay
-builds the same text, so both modes give the model the same prompt.
+Replay sends a situation or a caption's object in the question text, in the form the node parses
+when AskScene's ``situation`` / ``object_id`` fields are left empty (:meth:`ReplayQuestion.ask_text`);
+offline replay builds the same text, so both modes give the model the same prompt and record one
+``ask_text``.
 """
 
 from __future__ import annotations

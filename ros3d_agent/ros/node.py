@@ -16,9 +16,10 @@ Queries: ``~/ask`` (AskScene action: stage feedback, cancel, deadline), ``~/quer
 service), ``~/question`` (std_msgs/String, default task). Every answer, whatever its source, is
 published on ``~/answer`` (SceneAnswer) and ``~/answer_json``; grounded objects also on ``~/objects``
 (GroundedObjectArray) and ``~/markers`` (MarkerArray), in the fixed frame, stamped with the newest
-keyframe used. AskScene carries no situation or object, so they go in the question text:
-``situated_qa`` takes "situation: <text> question: <text>", ``caption`` takes "#<id>" naming a
-proposal id from an earlier grounding answer (``GroundedObject.id``).
+keyframe used. ``situated_qa`` takes AskScene's ``situation`` field, ``caption`` its ``object_id`` (a
+proposal id from an earlier grounding answer, ``GroundedObject.id``); a client that leaves them empty
+(and the plain ``~/question`` topic) may write "situation: <text> question: <text>" or "#<id>" in the
+question text instead.
 
 Threads: subscription callbacks (one mutually exclusive group) only move message references into
 the synchroniser; the ingest worker resolves TF and decides keyframes; the admission worker
@@ -62,7 +63,7 @@ DEFAULT_NODE_NAME = "ros3d_agent"
 _GROUNDING_TASKS = ("ground", "multi_ground")
 _FEEDBACK_PERIOD_S = 0.1
 _REQUEST_DEPTH = 200
-# AskScene has no situation or object field (yet): they travel in the question text.
+# Clients that leave AskScene's situation / object_id fields empty may put them in the question text.
 _SITUATED_RE = re.compile(r"^\s*situation\s*:\s*(.+?)\s*question\s*:\s*(.+)$", re.IGNORECASE | re.DOTALL)
 _OBJECT_REF_RE = re.compile(r"(?:#|\bobject\s+|\bid\s*[:=]?\s*)(\d+)\b", re.IGNORECASE)
 
@@ -502,7 +503,8 @@ class SceneAgentNode(LifecycleNode):
             self._inflight += 1
         try:
             answer, ticket = await self._ask(goal.question, goal.task, goal.max_views, goal.deadline_sec, "action", qid,
-                                             feedback=self._feedback_publisher(goal_handle), register=uuid)
+                                             feedback=self._feedback_publisher(goal_handle), register=uuid,
+                                             situation=getattr(goal, "situation", None), object_id=getattr(goal, "object_id", None))
             if ticket is not None and ticket.cancel_requested and answer.error == "cancelled" and goal_handle.is_cancel_requested:
                 goal_handle.canceled()
             elif answer.success:
@@ -536,7 +538,8 @@ class SceneAgentNode(LifecycleNode):
         with self._inflight_lock:
             self._inflight += 1
         try:
-            answer, ticket = await self._ask(request.question, request.task, request.max_views, request.deadline_sec, "service", None)
+            answer, ticket = await self._ask(request.question, request.task, request.max_views, request.deadline_sec, "service", None,
+                                             situation=getattr(request, "situation", None), object_id=getattr(request, "object_id", None))
             self._fill_result(response, answer, ticket)
             return response
         finally:
@@ -558,13 +561,15 @@ class SceneAgentNode(LifecycleNode):
     # -- shared ----------------------------------------------------------------------------------
     async def _ask(self, question: str, task: str, max_views: int, deadline: float, source: str, qid: str | None,
                    *, feedback: Callable[[QueryTicket, str, float], None] | None = None,
-                   register: bytes | None = None) -> tuple[Answer, QueryTicket | None]:
+                   register: bytes | None = None, situation: str | None = None,
+                   object_id: int | None = None) -> tuple[Answer, QueryTicket | None]:
         """Validate, queue, and await the answer of one request (action and service)."""
         queue = self._rt.queue
         if queue is None or self.params is None:
             return Answer.failure(str(question)[:200], "qa", "node_inactive: the node is not active"), None
         try:
-            request = validate_request(question, task, max_views, deadline, self._limits(), source=source, query_id=qid)
+            request = validate_request(question, task, max_views, deadline, self._limits(), source=source, query_id=qid,
+                                       situation=situation, object_id=object_id)
         except QueryRejected as exc:
             self.counters.inc(f"query.refused.{exc.code}")
             task_ok = task if task in ("qa", "situated_qa", "ground", "multi_ground", "caption") else "qa"
@@ -618,17 +623,23 @@ class SceneAgentNode(LifecycleNode):
         snap = cloud.proposals()
         question, situation, box = req.question, None, None
         if req.task == "situated_qa":
-            m = _SITUATED_RE.match(question)
-            if m is None:
-                return Answer.failure(req.question, req.task, "invalid_question: situated_qa needs a situation: ask "
-                                      "'situation: <where you stand and face> question: <the question>'")
-            situation, question = m.group(1).strip(), m.group(2).strip()
+            if req.situation is not None:
+                situation = req.situation
+            else:
+                m = _SITUATED_RE.match(question)
+                if m is None:
+                    return Answer.failure(req.question, req.task, "invalid_question: situated_qa needs a situation: set the "
+                                          "goal's situation field, or ask 'situation: <where you stand and face> question: <the question>'")
+                situation, question = m.group(1).strip(), m.group(2).strip()
         elif req.task == "caption":
-            m = _OBJECT_REF_RE.search(question)
-            ident = int(m.group(1)) if m else None
+            ident = req.object_id
+            if ident is None:
+                m = _OBJECT_REF_RE.search(question)
+                ident = int(m.group(1)) if m else None
             if ident is None or ident not in snap.ids:
                 known = ", ".join(str(i) for i in snap.ids[:20]) or "none yet"
-                return Answer.failure(req.question, req.task, "invalid_question: caption needs an object: ask 'caption #<id>' "
+                what = f"object {ident} is not in the scene memory" if ident is not None else "caption needs an object"
+                return Answer.failure(req.question, req.task, f"invalid_question: {what}: set object_id (or ask 'caption #<id>') "
                                       f"with an id from a grounding answer (GroundedObject.id); current ids: {known}")
             box = snap.boxes[snap.ids.index(ident)]
         select_s = time.perf_counter() - t0

@@ -116,6 +116,10 @@ class QueryRequest:
     source: str
     query_id: str
     notes: tuple[str, ...] = ()
+    #: situated_qa: where the asker stands and faces (None: the question text carries it)
+    situation: str | None = None
+    #: caption: the proposal id to describe (None: the question text names it as ``#<id>``)
+    object_id: int | None = None
 
 
 _ids = itertools.count(1)
@@ -152,8 +156,13 @@ def validate_request(
     *,
     source: str,
     query_id: str | None = None,
+    situation: str | None = None,
+    object_id: int | None = None,
 ) -> QueryRequest:
     """Check and normalise a request (0 views / 0 deadline mean the configured defaults).
+
+    ``situation`` ("" or None: not given) and ``object_id`` (negative or None: not given) are the
+    AskScene fields; when absent, the node reads them from the question text instead.
 
     Raises:
         QueryRejected: with code ``invalid_question`` and the reason.
@@ -185,8 +194,24 @@ def validate_request(
     elif deadline > limits.max_deadline_s:
         notes.append(f"deadline {deadline:g} s clamped to {limits.max_deadline_s:g} s")
         deadline = limits.max_deadline_s
+    situation_text = None
+    if situation is not None and not isinstance(situation, str):
+        raise QueryRejected("invalid_question", f"situation must be text, got {type(situation).__name__}")
+    if situation and situation.strip():
+        try:
+            situation_text = _clean_text(situation, limits.max_question_bytes)
+        except QueryRejected as exc:
+            raise QueryRejected(exc.code, exc.detail.replace("question", "situation", 1)) from None
+    ident = None
+    if object_id is not None:
+        try:
+            ident = int(object_id)
+        except (TypeError, ValueError):
+            raise QueryRejected("invalid_question", f"object_id must be an integer, got {object_id!r}") from None
+        if ident < 0:
+            ident = None
     qid = query_id or f"{source}-{next(_ids)}"
-    return QueryRequest(text, task_key, views, deadline, source, qid, tuple(notes))
+    return QueryRequest(text, task_key, views, deadline, source, qid, tuple(notes), situation_text, ident)
 
 
 class QueryTicket:

@@ -204,15 +204,19 @@ class AgentClient:
             time.sleep(0.005)
         return fut.result()
 
-    def ask_service(self, question: str, task: str = "qa", max_views: int = 0, deadline: float = 0.0, timeout: float = 60.0):
+    def ask_service(self, question: str, task: str = "qa", max_views: int = 0, deadline: float = 0.0, timeout: float = 60.0,
+                    situation: str = "", object_id: int = -1):
         assert self.service.wait_for_service(timeout_sec=30.0), "the ~/query service did not appear"
-        req = self.AskSrv.Request(question=question, task=task, max_views=max_views, deadline_sec=deadline)
+        req = self.AskSrv.Request(question=question, task=task, max_views=max_views, deadline_sec=deadline,
+                                  situation=situation, object_id=object_id)
         return self._wait_future(self.service.call_async(req), timeout)
 
-    def send_goal(self, question: str, task: str = "qa", max_views: int = 0, deadline: float = 0.0, feedback: list | None = None):
+    def send_goal(self, question: str, task: str = "qa", max_views: int = 0, deadline: float = 0.0, feedback: list | None = None,
+                  situation: str = "", object_id: int = -1):
         """Returns the goal handle (accepted or not)."""
         assert self.action.wait_for_server(timeout_sec=30.0), "the ~/ask action server did not appear"
-        goal = self.AskAction.Goal(question=question, task=task, max_views=max_views, deadline_sec=deadline)
+        goal = self.AskAction.Goal(question=question, task=task, max_views=max_views, deadline_sec=deadline,
+                                   situation=situation, object_id=object_id)
         cb = (lambda fb: feedback.append(fb.feedback)) if feedback is not None else None
         return self._wait_future(self.action.send_goal_async(goal, feedback_callback=cb), 30.0)
 

@@ -133,11 +133,21 @@ def test_caption_of_a_grounded_object_and_situated_question(system):
     cap = client.ask_service(f"describe object #{ident}", "caption")
     assert cap.success, cap.message
     missing = client.ask_service("describe the thing", "caption")
-    assert not missing.success and "caption #<id>" in missing.message
+    assert not missing.success and "caption #<id>" in missing.message and "object_id" in missing.message
+    # the AskScene fields: object_id names the object, situation the asker's pose (action and service)
+    h = client.send_goal("describe this object", "caption", object_id=int(ident))
+    status, res = client.result(h)
+    assert status == 4 and res.success and res.answer.task == "caption", res.message  # random tiny weights: any text
+    unknown = client.ask_service("describe this object", "caption", object_id=987654)
+    assert not unknown.success and "object 987654 is not in the scene memory" in unknown.message
     sit = client.ask_service("situation: I stand at the door facing the table. question: what is on my left?", "situated_qa")
     assert sit.success, sit.message
+    by_field = client.ask_service("what is on my left?", "situated_qa", situation="I stand at the door facing the table.")
+    assert by_field.success and by_field.answer.question == "what is on my left?", by_field.message
     bare = client.ask_service("what is on my left?", "situated_qa")
     assert not bare.success and bare.message.startswith("invalid_question") and "situation:" in bare.message
+    blank = client.ask_service("what is on my left?", "situated_qa", situation="   ")
+    assert not blank.success and "situation" in blank.message  # a blank field counts as not given
 
 
 def test_topic_question_answer_pair(system):

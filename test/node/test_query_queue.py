@@ -68,6 +68,19 @@ def test_requests_are_normalised_and_clamped():
             _req(**bad)
 
 
+def test_situation_and_object_fields_are_optional_and_checked():
+    plain = _req()
+    assert plain.situation is None and plain.object_id is None
+    r = _req(task="situated_qa", situation="  I stand at the\tdoor,  facing the sofa ", object_id=-1)
+    assert r.situation == "I stand at the door, facing the sofa" and r.object_id is None
+    assert _req(task="caption", object_id=7).object_id == 7
+    assert _req(situation="   ").situation is None  # blank = not given: the question text may carry it
+    with pytest.raises(QueryRejected, match="situation is 201 bytes"):
+        _req(situation="s" * 201)
+    with pytest.raises(QueryRejected, match="object_id must be an integer"):
+        _req(object_id="seven")
+
+
 def test_answers_flow_and_queue_full_is_refused_at_once():
     engine = FakeEngineForQueueTests(seconds=0.3)
     seen: list[Answer] = []
