@@ -366,8 +366,23 @@ class AdmissionWorker:
         #: seconds spent per admitted keyframe: encode / post-processing (fusion, proposals)
         self.encode_s: list[float] = []
         self.post_s: list[float] = []
+        # jobs submitted and not yet finished; idle <=> zero. Counted under a lock because a job can
+        # be taken and finished by the worker before submit() returns.
+        self._unfinished = 0
+        self._count_lock = threading.Lock()
         self._idle = threading.Event()
         self._idle.set()
+
+    def _job_started(self) -> None:
+        with self._count_lock:
+            self._unfinished += 1
+            self._idle.clear()
+
+    def _job_finished(self) -> None:
+        with self._count_lock:
+            self._unfinished = max(0, self._unfinished - 1)
+            if self._unfinished == 0:
+                self._idle.set()
 
     def start(self) -> None:
         if self._thread is None:
@@ -397,17 +412,19 @@ class AdmissionWorker:
             if job is not None:
                 self.memory.cancel(job.reservation)
                 self.counts["dropped_on_stop"] += 1
+                self._job_finished()
 
     def submit(self, reservation: Reservation, frame: Frame) -> bool:
         """Queue a reserved keyframe for encoding; False (reservation cancelled) when the queue is full."""
         if self._stop.is_set():
             self.memory.cancel(reservation)
             return False
+        self._job_started()
         try:
             self._queue.put_nowait(_Job(reservation, frame, time.monotonic()))
-            self._idle.clear()
             return True
         except queue.Full:
+            self._job_finished()
             self.memory.cancel(reservation)
             return False
 
@@ -430,8 +447,7 @@ class AdmissionWorker:
                 self.counts["error"] += 1
                 self.memory.cancel(job.reservation)
             finally:
-                if self._queue.empty():
-                    self._idle.set()
+                self._job_finished()
 
     def _process(self, job: _Job) -> None:
         t0 = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -146,3 +147,32 @@ def test_full_admission_queue_refuses_and_releases_the_reservation():
     finally:
         worker.stop()
     assert mem.pending() == 0 and len(mem) == results.count(True)
+
+
+def test_wait_idle_holds_when_the_worker_finishes_a_job_before_submit_returns():
+    """The worker can take and finish a job before submit() returns (the submitting thread is
+    preempted right after the put): idle must follow the jobs really outstanding. The put is made
+    to wait for the job's completion, which forces that interleaving every time."""
+    mem = KeyframeMemory(KeyframePolicy(min_interval_ns=0))
+    worker = AdmissionWorker(mem, lambda f: FeaturesStub(f.stamp), queue_size=8)
+    real_put = worker._queue.put_nowait
+
+    def put_then_lose_the_cpu(job):
+        done_before = sum(worker.counts.values())
+        real_put(job)
+        deadline = time.monotonic() + 5.0
+        while sum(worker.counts.values()) == done_before and time.monotonic() < deadline:
+            time.sleep(0.001)
+        time.sleep(0.01)  # let the worker run its bookkeeping after the job
+
+    worker._queue.put_nowait = put_then_lose_the_cpu
+    worker.start()
+    try:
+        for i in range(5):
+            T = camera_pose(math.radians(60 * i))
+            f = synthetic_frame(T, START + i * S)
+            assert worker.submit(mem.reserve(f.stamp, T, frame_coverage_keys(f, mem.policy), "moved"), f)
+            assert worker.wait_idle(2.0), f"idle never set after job {i}"
+    finally:
+        worker.stop()
+    assert mem.pending() == 0 and worker.counts["admitted"] == 5
