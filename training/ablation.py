@@ -172,6 +172,31 @@ def build_table(out_dir: Path, rows: Sequence[AblationRow], split: str = "test")
     return records, "\n".join(lines) + "\n"
 
 
+def qa_em_by_type(out_dir: Path, rows: Sequence[AblationRow], annotations: Path, split: str = "test") -> dict[str, dict[str, float]]:
+    """ScanQA EM (raw match, percent) per question type (``meta.qtype``) for each row: where vision or a
+    3D loss helps is visible per type (colour, counting, spatial relations ...), not in the mean."""
+    from ros3d_agent.eval import read_predictions
+    from ros3d_agent.eval.qa_metrics import exact_match_raw
+    from ros3d_agent.scene.annotations.records import read_annotations
+
+    gt = {r.id: r for r in read_annotations(annotations) if r.task == "qa"}
+    out: dict[str, dict[str, float]] = {}
+    for row in rows:
+        pred_file = out_dir / row.name / "final" / "eval" / f"scanqa-{split}" / "predictions.jsonl"
+        if not pred_file.is_file():
+            continue
+        hits: dict[str, list[bool]] = {}
+        for pred in read_predictions(pred_file).values():
+            rec = gt.get(pred.id)
+            if rec is None:
+                continue
+            qtype = str((rec.meta or {}).get("qtype", "other"))
+            hits.setdefault(qtype, []).append(exact_match_raw(pred.answer or "", rec.answers))
+        out[row.name] = {k: round(100.0 * sum(v) / len(v), 1) for k, v in sorted(hits.items())}
+        out[row.name]["_n"] = float(sum(len(v) for v in hits.values()))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.ablation", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", required=True, help="training YAML of the full ('all') row")
@@ -231,8 +256,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[ablation] all rows finished in {(time.monotonic() - t0) / 60:.1f} min", flush=True)
 
     records, table = build_table(out_dir, rows, args.split)
+    annotations = Path(args.data) / "annotations" / f"{args.split}.jsonl"
+    by_type = qa_em_by_type(out_dir, rows, annotations, args.split) if annotations.is_file() else {}
+    if by_type:
+        types = sorted({t for d in by_type.values() for t in d if not t.startswith("_")})
+        table += "\nScanQA EM by question type:\n\n| row | " + " | ".join(types) + " |\n|" + "---|" * (len(types) + 1) + "\n"
+        for name, d in by_type.items():
+            table += f"| {name} | " + " | ".join(f"{d[t]:.1f}" if t in d else "–" for t in types) + " |\n"
     payload = {"config": args.config, "data": args.data, "split": args.split, "proposals": args.proposals,
-               "eval_limit": args.eval_limit, "rows": records,
+               "eval_limit": args.eval_limit, "rows": records, "scanqa_em_by_type": by_type,
                "jobs": [{"row": j.row.name, "status": j.status, "seconds": j.seconds, "error": j.error} for j in jobs]}
     (out_dir / "ablation.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
     (out_dir / "ablation.md").write_text(table, encoding="utf-8")

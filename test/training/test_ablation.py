@@ -67,3 +67,18 @@ def test_unknown_row_is_a_clear_error(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["--config", str(CONFIG), "--out", "/nonexistent", "--rows", "video3dllm,nope", "--table-only"])
     assert "unknown row(s) ['nope']" in capsys.readouterr().err
+
+
+def test_scanqa_em_by_question_type(tmp_path) -> None:
+    from training.ablation import qa_em_by_type
+
+    ann = tmp_path / "test.jsonl"
+    recs = [{"id": f"s-qa-{i}", "scene_id": "s", "task": "qa", "question": "q?", "answers": [a], "meta": {"qtype": t}}
+            for i, (a, t) in enumerate([("red", "color"), ("blue", "color"), ("2", "count"), ("yes", "exist")])]
+    ann.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    pred = tmp_path / "video3dllm" / "final" / "eval" / "scanqa-test"
+    pred.mkdir(parents=True)
+    answers = ["red", "green", "2", "no"]
+    (pred / "predictions.jsonl").write_text("\n".join(json.dumps({"id": f"s-qa-{i}", "answer": a}) for i, a in enumerate(answers)) + "\n")
+    out = qa_em_by_type(tmp_path, [r for r in ROWS if r.name in ("text_only", "video3dllm")], ann)
+    assert out == {"video3dllm": {"color": 50.0, "count": 100.0, "exist": 0.0, "_n": 4.0}}
