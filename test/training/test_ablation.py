@@ -73,7 +73,7 @@ def test_scanqa_em_by_question_type(tmp_path) -> None:
     from training.ablation import qa_em_by_type
 
     ann = tmp_path / "test.jsonl"
-    recs = [{"id": f"s-qa-{i}", "scene_id": "s", "task": "qa", "question": "q?", "answers": [a], "meta": {"qtype": t}}
+    recs = [{"id": f"s-qa-{i}", "scene_id": "s", "task": "qa", "question": "q?", "answers": [a], "object_ids": [], "boxes": [], "meta": {"qtype": t}}
             for i, (a, t) in enumerate([("red", "color"), ("blue", "color"), ("2", "count"), ("yes", "exist")])]
     ann.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
     pred = tmp_path / "video3dllm" / "final" / "eval" / "scanqa-test"
