@@ -120,7 +120,11 @@ def bundle_run(run_dir: Path, out_dir: Path, max_mb: float = MAX_MB_DEFAULT, not
         if size_mb > max_mb:
             raise ValueError(f"the bundle is {size_mb:.1f} MB, over the {max_mb:g} MB limit")
         (tmp / "README.md").write_text(model_card(run_dir, params, size_mb, note), encoding="utf-8")
-        results = {"source_run": str(run_dir), "evaluations": _eval_results(final), "parameters": params}
+        run_cfg = _read_json(run_dir / "run_config.json") or {}
+        views = (run_cfg.get("data") or {}).get("num_views")
+        # the demo asks with as many views as the model was trained with (the node's default is 8)
+        results = {"source_run": str(run_dir), "evaluations": _eval_results(final), "parameters": params,
+                   "views_per_query": int(views) if isinstance(views, int) else None}
         (tmp / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
         check = load_checkpoint(tmp)  # the bundle must load as an ordinary checkpoint
         if check.tokenizer is None:

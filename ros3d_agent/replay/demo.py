@@ -72,6 +72,15 @@ class DemoData:
     seconds: float
 
 
+def bundle_views_per_query(checkpoint: Path) -> int | None:
+    """Views per query the bundled model was trained with (``results.json`` of ``training.bundle_demo``)."""
+    try:
+        views = json.loads((checkpoint / "results.json").read_text(encoding="utf-8")).get("views_per_query")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return views if isinstance(views, int) and 1 <= views <= 256 else None
+
+
 def prepare_demo_data(cfg: DemoConfig, say: Callable[[str], None] = print) -> DemoData:
     """Scene + annotations + bag under ``cfg.data_dir``, made once and reused (``ready.json`` marks a complete set)."""
     from ros3d_agent.scene.annotations.graph import load_scene_graph
@@ -173,9 +182,14 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> int:
         if any(r.status == FAIL for r in results):
             say("\ndemo stopped: fix the failures above first.")
             return 1
+    node_params: dict[str, Any] = {}
     if (cfg.checkpoint / "config.json").is_file():
         model = ModelChoice(checkpoint=str(cfg.checkpoint))
         model_text = f"the bundled demo checkpoint {cfg.checkpoint}"
+        views = bundle_views_per_query(cfg.checkpoint)
+        if views:
+            node_params["query.default_views"] = views
+            model_text += f" (asked with {views} views, as it was trained)"
     else:
         model = ModelChoice(preset="tiny", allow_random_weights=True)
         model_text = "the 'tiny' preset"
@@ -208,7 +222,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> int:
     params = NodeParams.from_values(node_param_values(cfg.config, {"model.checkpoint": model.checkpoint, "model.preset": model.preset,
                                                                     "model.allow_random_weights": model.allow_random_weights,
                                                                     "model.device": model.device, "model.dtype": model.dtype}))
-    opts = RealtimeOptions(model=model, config=cfg.config, rate=cfg.rate)
+    opts = RealtimeOptions(model=model, config=cfg.config, rate=cfg.rate, params=node_params)
     index = {q.id: i for i, q in enumerate(questions, 1)}
 
     def show(o: QuestionOutcome) -> None:

@@ -194,6 +194,10 @@ def test_bundle_demo_writes_a_small_loadable_checkpoint_with_a_card(trained, tmp
     assert loaded.tokenizer is not None and loaded.config.preset == "tiny"
     card = (out / "README.md").read_text()
     assert f"({STEPS} steps" in card and "random* VAE" in card
+    from ros3d_agent.replay.demo import bundle_views_per_query
+
+    trained_views = json.loads((trained["out"] / "run_config.json").read_text())["data"]["num_views"]
+    assert bundle_views_per_query(out) == trained_views  # the demo asks with the training view count
     # over the size limit: a clear error, and the previous bundle is left as it was
     assert bundle_main(["--run", str(trained["out"]), "--out", str(out), "--max-mb", "0.001"]) == 2
     assert load_checkpoint(out).tokenizer is not None
