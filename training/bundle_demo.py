@@ -129,6 +129,9 @@ def bundle_run(run_dir: Path, out_dir: Path, max_mb: float = MAX_MB_DEFAULT, not
         check = load_checkpoint(tmp)  # the bundle must load as an ordinary checkpoint
         if check.tokenizer is None:
             raise ValueError("the bundle lost its tokenizer")
+        tmp.chmod(0o755)  # mkdtemp made it private; the bundle is an ordinary, shareable directory
+        for f in tmp.rglob("*"):
+            f.chmod(0o755 if f.is_dir() else 0o644)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)

@@ -81,6 +81,23 @@ def bundle_views_per_query(checkpoint: Path) -> int | None:
     return views if isinstance(views, int) and 1 <= views <= 256 else None
 
 
+def bundle_score_line(checkpoint: Path) -> str | None:
+    """One line of the bundled model's measured held-out scores (``results.json``), or None."""
+    try:
+        evals = json.loads((checkpoint / "results.json").read_text(encoding="utf-8")).get("evaluations") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    wanted = (("scanqa", "EM", "QA EM"), ("sqa3d", "EM", "situated EM"), ("scanrefer", "Acc@0.25", "grounding Acc@0.25"),
+              ("multi3drefer", "F1@0.25", "multi-object F1@0.25"), ("scan2cap", "CIDEr@0.5", "caption CIDEr@0.5"))
+    parts = []
+    for bench, key, label in wanted:
+        entry = next((v for k, v in evals.items() if k.split("-", 1)[0] == bench and isinstance(v, dict)), None)
+        value = (entry or {}).get("metrics", {}).get(key)
+        if isinstance(value, (int, float)):
+            parts.append(f"{label} {value:.1f}")
+    return ", ".join(parts) or None
+
+
 def prepare_demo_data(cfg: DemoConfig, say: Callable[[str], None] = print) -> DemoData:
     """Scene + annotations + bag under ``cfg.data_dir``, made once and reused (``ready.json`` marks a complete set)."""
     from ros3d_agent.scene.annotations.graph import load_scene_graph
@@ -190,6 +207,9 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> int:
         if views:
             node_params["query.default_views"] = views
             model_text += f" (asked with {views} views, as it was trained)"
+        scores = bundle_score_line(cfg.checkpoint)
+        if scores:
+            model_text += f"\nits held-out scores (so you know what to expect): {scores}; details in {cfg.checkpoint / 'README.md'}"
     else:
         model = ModelChoice(preset="tiny", allow_random_weights=True)
         model_text = "the 'tiny' preset"

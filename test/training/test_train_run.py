@@ -198,6 +198,12 @@ def test_bundle_demo_writes_a_small_loadable_checkpoint_with_a_card(trained, tmp
 
     trained_views = json.loads((trained["out"] / "run_config.json").read_text())["data"]["num_views"]
     assert bundle_views_per_query(out) == trained_views  # the demo asks with the training view count
+    from ros3d_agent.replay.demo import bundle_score_line
+
+    results = json.loads((out / "results.json").read_text())
+    results["evaluations"] = {"scanqa-test": {"n": 10, "metrics": {"EM": 12.5}}, "scanrefer-test": {"n": 10, "metrics": {"Acc@0.25": 30.0}}}
+    (out / "results.json").write_text(json.dumps(results))
+    assert bundle_score_line(out) == "QA EM 12.5, grounding Acc@0.25 30.0"
     # over the size limit: a clear error, and the previous bundle is left as it was
     assert bundle_main(["--run", str(trained["out"]), "--out", str(out), "--max-mb", "0.001"]) == 2
     assert load_checkpoint(out).tokenizer is not None
