@@ -62,8 +62,8 @@ def model_card(run_dir: Path, params: int, size_mb: float, extra_note: str = "")
         f"{(summary.get('elapsed_s') or 0) / 60:.1f} min)",
         f"- data: `{data.get('scenes')}` split `{data.get('split')}`, {data.get('num_views')} views per sample "
         f"({data.get('sampling')}), grounding candidates `{data.get('proposals')}`",
-        f"- batch {train.get('batch_size')}, {train.get('mixed_precision')} precision, schedule {sched.get('kind')} "
-        f"to step {sched.get('max_steps')}",
+        f"- batch {train.get('batch_size')}, {'fp32' if train.get('mixed_precision') in (None, 'no') else train.get('mixed_precision')}, "
+        f"schedule {sched.get('kind')} to step {sched.get('max_steps')}",
         f"- model overrides of the `small` preset: `{json.dumps((cfg.get('model') or {}).get('overrides', {}))}`",
         "",
         "## Held-out results (test scenes never seen in training)",
@@ -82,12 +82,14 @@ def model_card(run_dir: Path, params: int, size_mb: float, extra_note: str = "")
         "",
         "```bash",
         "ros3d-agent demo                                   # picks models/demo_small up automatically",
-        "ros3d-agent run --checkpoint models/demo_small     # the node",
+        "ros3d-agent run --checkpoint models/demo_small -p query.default_views:=" + str(data.get("num_views") or 8) + "   # the node",
         "```",
+        "",
+        f"Ask it with the {data.get('num_views') or 8} views it was trained with (the demo does; the node's default is 8).",
         "",
         "## Limits",
         "",
-        "- Synthetic indoor rooms only (procedural geometry, flat-shaded colours); real camera images are",
+        "- Synthetic indoor rooms only (procedural geometry, ray-cast and shaded); real camera images are",
         "  out of distribution.",
         "- Ross3D's targets came from a tiny *random* VAE and the 3DRS teacher was a tiny *random* DINOv2",
         "  (no pretrained weights can be fetched here): those losses shaped the visual outputs, but not",
