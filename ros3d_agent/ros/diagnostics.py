@@ -190,7 +190,7 @@ def node_statuses(s: NodeSnapshot) -> list[StatusEntry]:
     # -- keyframes -----------------------------------------------------------------------------
     kf_values = {"keyframes": s.keyframes, "keyframe_mb": round(s.keyframe_bytes / 2**20, 3),
                  "reserved": s.keyframes_pending, "admission_queue": s.admission_queue,
-                 "evicted": c.get("keyframes.evicted", 0),
+                 "evicted": c.get("keyframes.evicted", 0), "memory_resets": c.get("memory_resets", 0),
                  "encode_ms_p50": round(percentile(s.encode_s, 50) * 1e3, 2) if s.encode_s else "n/a"}
     kf_values.update({f"cloud.{k}": v for k, v in s.cloud.items()})
     out.append(StatusEntry(f"{base}: keyframes", OK if s.keyframes or not active else WARN,

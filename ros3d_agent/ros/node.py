@@ -13,7 +13,8 @@ States (REP-2005 managed node), and what each transition does:
 * **cleanup / shutdown**: drop publishers and timers as well.
 
 Queries: ``~/ask`` (AskScene action: stage feedback, cancel, deadline), ``~/query`` (AskScene
-service), ``~/question`` (std_msgs/String, default task). Every answer, whatever its source, is
+service), ``~/question`` (std_msgs/String, default task); ``~/reset_memory`` (std_srvs/Trigger)
+forgets the keyframes and the fused cloud. Every answer, whatever its source, is
 published on ``~/answer`` (SceneAnswer) and ``~/answer_json``; grounded objects also on ``~/objects``
 (GroundedObjectArray) and ``~/markers`` (MarkerArray), in the fixed frame, stamped with the newest
 keyframe used. ``situated_qa`` takes AskScene's ``situation`` field, ``caption`` its ``object_id`` (a
@@ -103,6 +104,7 @@ class _Runtime:
         self.subscriptions: list[Any] = []
         self.action: ActionServer | None = None
         self.service: Any = None
+        self.reset_service: Any = None
         self.engine_info: dict[str, Any] = {}
 
 
@@ -324,6 +326,9 @@ class SceneAgentNode(LifecycleNode):
         if rt.service is not None:
             self.destroy_service(rt.service)
             rt.service = None
+        if rt.reset_service is not None:
+            self.destroy_service(rt.reset_service)
+            rt.reset_service = None
         if rt.ingest is not None:
             rt.ingest.stop()
         if rt.admission is not None:
@@ -465,6 +470,9 @@ class SceneAgentNode(LifecycleNode):
                                  cancel_service_qos_profile=requests)
         rt.service = self.create_service(AskSceneSrv, "~/query", self._on_service, callback_group=self._query_group,
                                          qos_profile=requests)
+        from std_srvs.srv import Trigger
+
+        rt.reset_service = self.create_service(Trigger, "~/reset_memory", self._on_reset_memory, callback_group=self._query_group)
         rt.subscriptions.append(self.create_subscription(String, "~/question", self._on_question_topic,
                                                          qos_from_name(p.qos.questions), callback_group=self._query_group))
 
@@ -545,6 +553,25 @@ class SceneAgentNode(LifecycleNode):
         finally:
             with self._inflight_lock:
                 self._inflight -= 1
+
+    # -- memory reset ----------------------------------------------------------------------------
+    def _on_reset_memory(self, request: Any, response: Any) -> Any:
+        """``~/reset_memory`` (std_srvs/Trigger): forget the keyframes, the fused cloud and its
+        proposals, e.g. when the robot has been carried to another place or the map was reset.
+        Sync, TF and the ingest queue are kept: frames arriving from now on are admitted afresh."""
+        rt = self._rt
+        if rt.memory is None or rt.cloud is None:
+            response.success, response.message = False, "node_inactive: the node is not active"
+            return response
+        forgotten = len(rt.memory)
+        rt.memory.clear()
+        rt.cloud.clear()
+        self.counters.inc("memory_resets")
+        response.success = True
+        response.message = (f"forgot {forgotten} keyframe(s), the fused cloud and its proposals; "
+                            "frames arriving from now on are admitted afresh")
+        self.get_logger().info(f"reset_memory: {response.message}")
+        return response
 
     # -- topic -----------------------------------------------------------------------------------
     def _on_question_topic(self, msg: Any) -> None:

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # import name -> package.xml key (ROS package name or rosdep key)
 IMPORT_TO_DEPEND = {
-    "rclpy": "rclpy", "std_msgs": "std_msgs", "sensor_msgs": "sensor_msgs", "geometry_msgs": "geometry_msgs",
+    "rclpy": "rclpy", "std_msgs": "std_msgs", "std_srvs": "std_srvs", "sensor_msgs": "sensor_msgs", "geometry_msgs": "geometry_msgs",
     "builtin_interfaces": "builtin_interfaces", "visualization_msgs": "visualization_msgs",
     "diagnostic_msgs": "diagnostic_msgs", "lifecycle_msgs": "lifecycle_msgs", "action_msgs": "action_msgs",
     "rosgraph_msgs": "rosgraph_msgs", "tf2_msgs": "tf2_msgs", "rcl_interfaces": "rcl_interfaces", "ament_index_python": "ament_index_python",

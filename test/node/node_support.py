@@ -149,6 +149,10 @@ class AgentClient:
         self.action = ActionClient(node, AskAction, f"{node_ns}/ask", goal_service_qos_profile=qos,
                                    result_service_qos_profile=qos, cancel_service_qos_profile=qos)
         self.service = node.create_client(AskSrv, f"{node_ns}/query", qos_profile=qos)
+        from std_srvs.srv import Trigger
+
+        self.reset_client = node.create_client(Trigger, f"{node_ns}/reset_memory")
+        self.Trigger = Trigger
         self.change_state = node.create_client(ChangeState, f"{node_ns}/change_state")
         self.get_state = node.create_client(GetState, f"{node_ns}/get_state")
         self.question_pub = node.create_publisher(String, f"{node_ns}/question", qos)
@@ -210,6 +214,10 @@ class AgentClient:
         req = self.AskSrv.Request(question=question, task=task, max_views=max_views, deadline_sec=deadline,
                                   situation=situation, object_id=object_id)
         return self._wait_future(self.service.call_async(req), timeout)
+
+    def reset_memory(self, timeout: float = 30.0):
+        assert self.reset_client.wait_for_service(timeout_sec=30.0), "the ~/reset_memory service did not appear"
+        return self._wait_future(self.reset_client.call_async(self.Trigger.Request()), timeout)
 
     def send_goal(self, question: str, task: str = "qa", max_views: int = 0, deadline: float = 0.0, feedback: list | None = None,
                   situation: str = "", object_id: int = -1):
