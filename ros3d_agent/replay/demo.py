@@ -72,20 +72,25 @@ class DemoData:
     seconds: float
 
 
-def bundle_views_per_query(checkpoint: Path) -> int | None:
-    """Views per query the bundled model was trained with (``results.json`` of ``training.bundle_demo``)."""
+def _bundle_results(checkpoint: Path) -> dict[str, Any]:
+    """``results.json`` that ``training.bundle_demo`` writes beside the model ({} when absent or unreadable)."""
     try:
-        views = json.loads((checkpoint / "results.json").read_text(encoding="utf-8")).get("views_per_query")
-    except (OSError, ValueError, AttributeError):
-        return None
+        data = json.loads((checkpoint / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def bundle_views_per_query(checkpoint: Path) -> int | None:
+    """Views per query the bundled model was trained with."""
+    views = _bundle_results(checkpoint).get("views_per_query")
     return views if isinstance(views, int) and 1 <= views <= 256 else None
 
 
 def bundle_score_line(checkpoint: Path) -> str | None:
-    """One line of the bundled model's measured held-out scores (``results.json``), or None."""
-    try:
-        evals = json.loads((checkpoint / "results.json").read_text(encoding="utf-8")).get("evaluations") or {}
-    except (OSError, ValueError, AttributeError):
+    """One line of the bundled model's measured held-out scores, or None."""
+    evals = _bundle_results(checkpoint).get("evaluations")
+    if not isinstance(evals, dict):
         return None
     wanted = (("scanqa", "EM", "QA EM"), ("sqa3d", "EM", "situated EM"), ("scanrefer", "Acc@0.25", "grounding Acc@0.25"),
               ("multi3drefer", "F1@0.25", "multi-object F1@0.25"), ("scan2cap", "CIDEr@0.5", "caption CIDEr@0.5"))

@@ -125,25 +125,25 @@ class QueryRequest:
 _ids = itertools.count(1)
 
 
-def _clean_text(raw: str, max_bytes: int) -> str:
+def _clean_text(raw: str, max_bytes: int, what: str = "question") -> str:
     """Normalised question text, or :class:`QueryRejected` saying what is wrong with it."""
     if not isinstance(raw, str):
-        raise QueryRejected("invalid_question", f"question must be text, got {type(raw).__name__}")
+        raise QueryRejected("invalid_question", f"{what} must be text, got {type(raw).__name__}")
     try:
         size = len(raw.encode("utf-8"))
     except UnicodeEncodeError:
-        raise QueryRejected("invalid_question", "question is not valid UTF-8 text (it contains unpaired surrogates)") from None
+        raise QueryRejected("invalid_question", f"{what} is not valid UTF-8 text (it contains unpaired surrogates)") from None
     if size > max_bytes:
-        raise QueryRejected("invalid_question", f"question is {size} bytes; the limit is {max_bytes} (query.max_question_bytes)")
+        raise QueryRejected("invalid_question", f"{what} is {size} bytes; the limit is {max_bytes} (query.max_question_bytes)")
     text = unicodedata.normalize("NFC", raw)
     bad = sum(1 for ch in text if ch == "\ufffd" or (unicodedata.category(ch).startswith("C") and ch not in "\t\n\r"))
     visible = sum(1 for ch in text if not ch.isspace())
     if visible and bad / visible > 0.3:
-        raise QueryRejected("invalid_question", f"question is not readable text ({bad} of {visible} characters are control or undecodable bytes)")
+        raise QueryRejected("invalid_question", f"{what} is not readable text ({bad} of {visible} characters are control or undecodable bytes)")
     text = "".join(" " if unicodedata.category(ch).startswith("C") or ch == "\ufffd" else ch for ch in text)
     text = " ".join(text.split())
     if not text:
-        raise QueryRejected("invalid_question", "question is empty")
+        raise QueryRejected("invalid_question", f"{what} is empty")
     return text
 
 
@@ -198,10 +198,7 @@ def validate_request(
     if situation is not None and not isinstance(situation, str):
         raise QueryRejected("invalid_question", f"situation must be text, got {type(situation).__name__}")
     if situation and situation.strip():
-        try:
-            situation_text = _clean_text(situation, limits.max_question_bytes)
-        except QueryRejected as exc:
-            raise QueryRejected(exc.code, exc.detail.replace("question", "situation", 1)) from None
+        situation_text = _clean_text(situation, limits.max_question_bytes, "situation")
     ident = None
     if object_id is not None:
         try:
