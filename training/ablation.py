@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ros3d_agent.utils.jsonl import read_json_object
 from ros3d_agent.utils.processes import ManagedProcess, python_module_argv
 
 __all__ = ["AblationRow", "ROWS", "BENCHMARK_COLUMNS", "build_table", "main"]
@@ -135,25 +136,18 @@ def _worker(queue: list[RowJob], lock: threading.Lock, args: argparse.Namespace,
             print(f"[ablation] {job.row.name}: done {job.seconds}", flush=True)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def build_table(out_dir: Path, rows: Sequence[AblationRow], split: str = "test") -> tuple[list[dict[str, Any]], str]:
     """Per-row metrics read from the runs' files, and the same as a markdown table."""
     records: list[dict[str, Any]] = []
     for row in rows:
         run = out_dir / row.name
         rec: dict[str, Any] = {"row": row.name, "description": row.description, "overrides": list(row.overrides)}
-        summary = _read_json(run / "run_summary.json") or {}
+        summary = read_json_object(run / "run_summary.json")
         rec["steps"] = summary.get("steps")
         rec["train_s"] = summary.get("elapsed_s")
         for bench, keys in BENCHMARK_COLUMNS:
-            m = _read_json(run / "final" / "eval" / f"{bench}-{split}" / "metrics.json")
-            if m is None:
+            m = read_json_object(run / "final" / "eval" / f"{bench}-{split}" / "metrics.json")
+            if not m:
                 continue
             rec[f"{bench}.n"] = m.get("n")
             for k in keys:

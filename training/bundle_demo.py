@@ -18,23 +18,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ros3d_agent.utils.jsonl import read_json_object
+
 __all__ = ["bundle_run", "model_card", "main"]
 
 MAX_MB_DEFAULT = 30.0
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _eval_results(final: Path) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for metrics_file in sorted((final / "eval").glob("*/metrics.json")):
-        m = _read_json(metrics_file)
-        if isinstance(m, dict) and isinstance(m.get("metrics"), dict):
+        m = read_json_object(metrics_file)
+        if isinstance(m.get("metrics"), dict):
             out[metrics_file.parent.name] = {"n": m.get("n"), "proposals": (m.get("eval_run") or {}).get("proposals"),
                                              "metrics": m["metrics"]}
     return out
@@ -42,8 +37,8 @@ def _eval_results(final: Path) -> dict[str, dict[str, Any]]:
 
 def model_card(run_dir: Path, params: int, size_mb: float, extra_note: str = "") -> str:
     """The README.md of the bundle: what the model is, how it was trained, what it scores, its limits."""
-    cfg = _read_json(run_dir / "run_config.json") or {}
-    summary = _read_json(run_dir / "run_summary.json") or {}
+    cfg = read_json_object(run_dir / "run_config.json")
+    summary = read_json_object(run_dir / "run_summary.json")
     evals = _eval_results(run_dir / "final")
     data = cfg.get("data", {})
     train = cfg.get("train", {})
@@ -122,7 +117,7 @@ def bundle_run(run_dir: Path, out_dir: Path, max_mb: float = MAX_MB_DEFAULT, not
         if size_mb > max_mb:
             raise ValueError(f"the bundle is {size_mb:.1f} MB, over the {max_mb:g} MB limit")
         (tmp / "README.md").write_text(model_card(run_dir, params, size_mb, note), encoding="utf-8")
-        run_cfg = _read_json(run_dir / "run_config.json") or {}
+        run_cfg = read_json_object(run_dir / "run_config.json")
         views = (run_cfg.get("data") or {}).get("num_views")
         # the demo asks with as many views as the model was trained with (the node's default is 8)
         results = {"source_run": str(run_dir), "evaluations": _eval_results(final), "parameters": params,

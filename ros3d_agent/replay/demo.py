@@ -30,6 +30,7 @@ from typing import Any, Final
 
 from ros3d_agent.replay.results import QuestionOutcome, box6
 from ros3d_agent.replay.scenario import ModelChoice, ReplayQuestion
+from ros3d_agent.utils.jsonl import read_json_object
 
 __all__ = ["DemoConfig", "prepare_demo_data", "pick_questions", "run_demo", "RANDOM_WEIGHTS_NOTICE", "DEMO_CHECKPOINT"]
 
@@ -72,24 +73,15 @@ class DemoData:
     seconds: float
 
 
-def _bundle_results(checkpoint: Path) -> dict[str, Any]:
-    """``results.json`` that ``training.bundle_demo`` writes beside the model ({} when absent or unreadable)."""
-    try:
-        data = json.loads((checkpoint / "results.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def bundle_views_per_query(checkpoint: Path) -> int | None:
-    """Views per query the bundled model was trained with."""
-    views = _bundle_results(checkpoint).get("views_per_query")
+    """Views per query the bundled model was trained with (``results.json`` of ``training.bundle_demo``)."""
+    views = read_json_object(checkpoint / "results.json").get("views_per_query")
     return views if isinstance(views, int) and 1 <= views <= 256 else None
 
 
 def bundle_score_line(checkpoint: Path) -> str | None:
     """One line of the bundled model's measured held-out scores, or None."""
-    evals = _bundle_results(checkpoint).get("evaluations")
+    evals = read_json_object(checkpoint / "results.json").get("evaluations")
     if not isinstance(evals, dict):
         return None
     wanted = (("scanqa", "EM", "QA EM"), ("sqa3d", "EM", "situated EM"), ("scanrefer", "Acc@0.25", "grounding Acc@0.25"),

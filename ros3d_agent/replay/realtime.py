@@ -24,7 +24,6 @@ Everything the node and player print is kept in the run directory; every process
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -37,6 +36,7 @@ from ros3d_agent.inference.answer import Answer
 from ros3d_agent.replay.bag_source import BagSource
 from ros3d_agent.replay.results import QuestionOutcome, ReplayRun, best_object_for_box, box6, node_counts
 from ros3d_agent.replay.scenario import ModelChoice, ReplayQuestion, TopicMap, format_param_value
+from ros3d_agent.utils.jsonl import read_json_object
 from ros3d_agent.utils.processes import ManagedProcess, child_env
 
 __all__ = ["RealtimeOptions", "RealtimeError", "run_realtime", "node_argv", "PROBE_QUESTION"]
@@ -263,7 +263,7 @@ def run_realtime(
                     notes.append(f"{exc}: the node's counts may be stale or missing")
             finally:
                 player.stop()
-            summary = _read_json(player_summary)
+            summary = read_json_object(player_summary)
             extra["player"] = summary
             counters = client.counters()
             keyframes = int(client.value("keyframes", "keyframes"))
@@ -282,13 +282,6 @@ def run_realtime(
     ordered = [outcomes[q.id] for q in questions if q.id in outcomes]
     return ReplayRun("realtime", ordered, counts, {"node": node_fqn, **engine_info},
                      time.perf_counter() - t_start, bag_error, None, notes + list(source.notes), extra)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def run_questions(client: _Client, questions: Sequence[ReplayQuestion], opts: RealtimeOptions, start_ns: int, player_summary: Path,
@@ -336,7 +329,7 @@ def run_questions(client: _Client, questions: Sequence[ReplayQuestion], opts: Re
                                                      q.record.question, bag_s(), 0.0)
             return
         if not bag_done:
-            summary = _read_json(player_summary)
+            summary = read_json_object(player_summary)
             if not summary.get("finished") and player_proc is not None and player_proc.poll() is not None:
                 summary = {"finished": True, "error": summary.get("error") or f"the player exited with code {player_proc.poll()}"}
             if summary.get("finished"):

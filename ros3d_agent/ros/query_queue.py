@@ -126,7 +126,8 @@ _ids = itertools.count(1)
 
 
 def _clean_text(raw: str, max_bytes: int, what: str = "question") -> str:
-    """Normalised question text, or :class:`QueryRejected` saying what is wrong with it."""
+    """Normalised text of a request field (``what``: question, situation), or :class:`QueryRejected`
+    saying what is wrong with it."""
     if not isinstance(raw, str):
         raise QueryRejected("invalid_question", f"{what} must be text, got {type(raw).__name__}")
     try:
@@ -194,11 +195,8 @@ def validate_request(
     elif deadline > limits.max_deadline_s:
         notes.append(f"deadline {deadline:g} s clamped to {limits.max_deadline_s:g} s")
         deadline = limits.max_deadline_s
-    situation_text = None
-    if situation is not None and not isinstance(situation, str):
-        raise QueryRejected("invalid_question", f"situation must be text, got {type(situation).__name__}")
-    if situation and situation.strip():
-        situation_text = _clean_text(situation, limits.max_question_bytes, "situation")
+    blank = isinstance(situation, str) and not situation.strip()
+    situation_text = None if situation is None or blank else _clean_text(situation, limits.max_question_bytes, "situation")
     ident = None
     if object_id is not None:
         try:

@@ -16,6 +16,16 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 T = TypeVar("T")
 
 
+def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A JSON object file written by another step (a run summary, a metrics file, a bundle's results),
+    or ``{}`` when it is missing, unreadable or not an object: callers treat all three as "not there yet"."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def iter_jsonl(path: str | os.PathLike[str], parse: Callable[[dict[str, Any]], T], error: type[Exception],
                *, key: Callable[[T], str] = lambda record: record.id, what: str = "") -> Iterator[T]:
     """Yield ``parse(obj)`` for every non-blank line; ``error`` (raised by ``parse`` too) gets ``file:line``."""
